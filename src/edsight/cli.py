@@ -1,0 +1,306 @@
+"""The ``edsight`` command line.
+
+Heavy modules are imported inside the commands so that ``--help`` stays fast.
+Every command turns an :class:`~edsight.errors.EdsightError` into ``Error: ...``
+on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+
+from edsight.errors import EdsightError
+
+if TYPE_CHECKING:
+    from edsight.store.warehouse import LoadResult
+
+app = typer.Typer(
+    name="edsight",
+    help="Learning analytics and student early warning.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+generate_app = typer.Typer(help="Write realistic synthetic data.", no_args_is_help=True)
+lake_app = typer.Typer(help="Parquet lake: export the warehouse, import it back.", no_args_is_help=True)
+app.add_typer(generate_app, name="generate")
+app.add_typer(lake_app, name="lake")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+HomeOption = Annotated[
+    Path | None,
+    typer.Option("--home", help="Data home (default: $EDSIGHT_HOME or ./edsight-data)."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
+
+class FileFormat(StrEnum):
+    csv = "csv"
+    parquet = "parquet"
+
+
+def handle_errors(func: F) -> F:
+    """Print ``Error: <reason>`` and exit 2 for errors the user can fix."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (EdsightError, ValueError) as exc:
+            typer.echo(f"Error: {exc}", err=True)
+            raise typer.Exit(code=2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False,
+) -> None:
+    """edsight: ingest, warehouse, early warning, statistics, dashboards."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _warehouse(home: Path | None) -> Any:
+    from edsight.config import load_settings
+    from edsight.store.warehouse import Warehouse
+
+    return Warehouse(load_settings(home))
+
+
+@app.command()
+@handle_errors
+def init(home: HomeOption = None) -> None:
+    """Create the warehouse (a DuckDB file under the data home)."""
+    warehouse = _warehouse(home)
+    created = warehouse.init()
+    word = "Created" if created else "Already present:"
+    typer.echo(f"{word} {warehouse.path}")
+
+
+@generate_app.command("canvas")
+@handle_errors
+def generate_canvas(
+    students: Annotated[int, typer.Option("--students", min=1, help="Number of students.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")],
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    fmt: Annotated[FileFormat, typer.Option("--format", help="File format.")] = FileFormat.csv,
+    as_json: JsonOption = False,
+) -> None:
+    """Canvas course data in the seed notebook's six tables, calibrated and leak-free."""
+    from edsight.synth.canvas import write_canvas
+
+    with _progress("Generating Canvas course data", as_json) as step:
+        counts = write_canvas(out, students, seed=seed, fmt=fmt.value, progress=step.counts)
+    _print_counts(counts, out, as_json)
+
+
+@generate_app.command("district")
+@handle_errors
+def generate_district(
+    students: Annotated[int, typer.Option("--students", min=1, help="Students in year 1.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")],
+    years: Annotated[int, typer.Option("--years", min=1, help="School years.")] = 1,
+    schools: Annotated[int, typer.Option("--schools", min=3, help="Schools (>= 3).")] = 10,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    start_year: Annotated[int, typer.Option("--start-year", help="Fall year of year 1.")] = 2021,
+    fmt: Annotated[FileFormat, typer.Option("--format", help="File format.")] = FileFormat.parquet,
+    as_json: JsonOption = False,
+) -> None:
+    """A K-12 district over several years, with its ground truth in OUT/ground_truth."""
+    from edsight.synth.district import write_district
+
+    with _progress("Generating district", as_json) as step:
+        counts = write_district(
+            out,
+            students,
+            n_years=years,
+            n_schools=schools,
+            seed=seed,
+            start_year=start_year,
+            fmt=fmt.value,
+            progress=step.message,
+        )
+    _print_counts(counts, out, as_json)
+
+
+@app.command()
+@handle_errors
+def load(
+    directory: Annotated[Path, typer.Argument(help="Folder of table files.")],
+    home: HomeOption = None,
+    force: Annotated[bool, typer.Option("--force", help="Load even if loaded before.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when any row was quarantined.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Validate and load a folder of tables (canonical or Canvas seed format).
+
+    Bad rows are kept in the quarantine table with the file, row, column and reason.
+    """
+    warehouse = _warehouse(home)
+    if not warehouse.path.exists():
+        warehouse.init()
+    with _progress(f"Loading {directory}", as_json) as step:
+        result = warehouse.load_directory(directory, force=force, progress=step.message)
+    _print_load(result, as_json)
+    if strict and result.rows_quarantined:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+@handle_errors
+def summary(home: HomeOption = None, as_json: JsonOption = False) -> None:
+    """Rows per warehouse table."""
+    counts = _warehouse(home).counts()
+    if as_json:
+        typer.echo(json.dumps(counts, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("table", "rows", title="Warehouse")
+    for name, n in counts.items():
+        table.add_row(name, f"{n:,}")
+    Console().print(table)
+
+
+@lake_app.command("export")
+@handle_errors
+def lake_export(
+    home: HomeOption = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Folder (default: HOME/lake).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write every non-empty canonical table to OUT/<table>.parquet."""
+    from edsight.store.lake import export_lake
+
+    warehouse = _warehouse(home)
+    target = out or warehouse.settings.lake_path
+    counts = export_lake(warehouse, target)
+    _print_counts(counts, target, as_json)
+
+
+@lake_app.command("import")
+@handle_errors
+def lake_import(
+    directory: Annotated[Path | None, typer.Argument(help="Folder (default: HOME/lake).")] = None,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Load a Parquet lake back, through the same validation as any load."""
+    warehouse = _warehouse(home)
+    if not warehouse.path.exists():
+        warehouse.init()
+    result = warehouse.load_directory(directory or warehouse.settings.lake_path)
+    _print_load(result, as_json)
+
+
+# -- output helpers ------------------------------------------------------------------
+
+
+class _Step:
+    def __init__(self, progress: Any, task: Any) -> None:
+        self._progress = progress
+        self._task = task
+
+    def message(self, text: str) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, description=text)
+
+    def counts(self, done: int, total: int) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=done, total=total)
+
+
+class _progress:
+    """A Rich progress bar on stderr, silent with --json or when not a terminal."""
+
+    def __init__(self, title: str, quiet: bool) -> None:
+        self.title = title
+        self.quiet = quiet or not sys.stderr.isatty()
+        self._bar: Any = None
+
+    def __enter__(self) -> _Step:
+        if self.quiet:
+            return _Step(None, None)
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self._bar = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self._bar.start()
+        return _Step(self._bar, self._bar.add_task(self.title, total=None))
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def _print_counts(counts: dict[str, int], out: Path, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps({"out": str(out), "rows": counts}, indent=2))
+        return
+    for name, n in counts.items():
+        typer.echo(f"{name:<24} {n:>12,}")
+    typer.echo(f"Wrote {len(counts)} tables to {out}")
+
+
+def _print_load(result: LoadResult, as_json: bool) -> None:
+    if as_json:
+        payload = {
+            "batch_id": result.batch_id,
+            "source": result.source,
+            "already_loaded": result.already_loaded,
+            "rows_read": result.rows_read,
+            "rows_stored": result.rows_stored,
+            "rows_quarantined": result.rows_quarantined,
+            "tables": {
+                name: {
+                    "read": r.rows_read,
+                    "stored": r.rows_valid,
+                    "quarantined": r.rows_quarantined,
+                }
+                for name, r in result.tables.items()
+            },
+            "problems": result.problems,
+        }
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    if result.already_loaded:
+        typer.echo(f"Batch {result.batch_id} was loaded before; nothing changed.")
+        return
+    for name, r in {**result.source_tables, **result.tables}.items():
+        typer.echo(
+            f"{name:<24} read {r.rows_read:>10,}  stored {r.rows_valid:>10,}  "
+            f"quarantined {r.rows_quarantined:>8,}"
+        )
+    typer.echo(
+        f"Batch {result.batch_id}: {result.rows_stored:,} rows stored, "
+        f"{result.rows_quarantined:,} quarantined."
+    )
+    for line in result.problems:
+        typer.echo(f"  quarantined: {line}", err=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
