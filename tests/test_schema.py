@@ -70,3 +70,18 @@ def test_direct_identifiers_are_marked_pii() -> None:
     for name in ("given_name", "family_name", "birth_date", "local_id", "state_id"):
         assert person[name].pii
     assert not person["role"].pii
+
+
+def test_canvas_seed_declaration_matches_the_generator() -> None:
+    from edsight.synth.canvas import CANVAS_COLUMNS, CANVAS_TABLES
+
+    assert tuple(CANVAS_SEED) == tuple(sorted(CANVAS_SEED, key=CANVAS_TABLES.index))
+    for name in CANVAS_TABLES:
+        assert CANVAS_SEED[name].column_names == tuple(CANVAS_COLUMNS[name]), name
+
+
+def test_district_tables_are_canonical() -> None:
+    from edsight.synth.district import DISTRICT_TABLES
+
+    for name in DISTRICT_TABLES:
+        assert name in CANONICAL, name

@@ -217,8 +217,8 @@ _CANONICAL_TABLES: tuple[Table, ...] = (
         (
             _c("person_id"),
             _c("role", allowed=PERSON_ROLES),
-            _c("given_name", pii=True),
-            _c("family_name", pii=True),
+            _c("given_name", null=True, pii=True),
+            _c("family_name", null=True, pii=True),
             _c("birth_date", "date", null=True, pii=True),
             _c("local_id", null=True, pii=True),
             _c("state_id", null=True, pii=True),
