@@ -283,6 +283,7 @@ def _print_load(result: LoadResult, as_json: bool) -> None:
                 for name, r in result.tables.items()
             },
             "problems": result.problems,
+            "skipped": result.skipped,
         }
         typer.echo(json.dumps(payload, indent=2))
         return
@@ -298,6 +299,8 @@ def _print_load(result: LoadResult, as_json: bool) -> None:
         f"Batch {result.batch_id}: {result.rows_stored:,} rows stored, "
         f"{result.rows_quarantined:,} quarantined."
     )
+    for line in result.skipped:
+        typer.echo(f"  not loaded: {line}")
     for line in result.problems:
         typer.echo(f"  quarantined: {line}", err=True)
 

@@ -23,14 +23,20 @@ class Settings(BaseSettings):
     duckdb_threads: int | None = Field(
         default=None, ge=1, description="DuckDB worker threads (default: all cores)."
     )
-    duckdb_memory_limit: str | None = Field(
-        default=None, description="DuckDB memory limit, e.g. '4GB' (default: DuckDB's own)."
+    duckdb_memory_limit: str = Field(
+        default="4GB",
+        description="DuckDB memory limit; past it DuckDB spills to HOME/tmp (keeps loads bounded).",
     )
 
     @property
     def warehouse_path(self) -> Path:
         """The DuckDB file of the warehouse."""
         return self.home / WAREHOUSE_FILE
+
+    @property
+    def spill_path(self) -> Path:
+        """Where DuckDB spills intermediate results that exceed the memory limit."""
+        return self.home / "tmp"
 
     @property
     def lake_path(self) -> Path:

@@ -141,6 +141,11 @@ def test_children_of_quarantined_parents_are_quarantined_too(
     )
     assert result.tables["person"].rows_quarantined == 1
     assert result.tables["attendance"].rows_quarantined == 2  # both rows of p1
+    reasons = [r[4] for r in quarantine(warehouse) if r[0] == "attendance"]
+    assert reasons == [
+        "attendance.csv: row 1, person_id refers to a row of person that was quarantined",
+        "attendance.csv: row 2, person_id refers to a row of person that was quarantined",
+    ]
 
 
 def test_parents_already_in_the_warehouse_satisfy_foreign_keys(

@@ -258,19 +258,32 @@ class BatchValidator:
         )
         not_null = " AND ".join(f"s.{quote_ident(c)} IS NOT NULL" for c in columns)
         parents = " UNION ALL ".join(sources) if sources else _empty_keys(self.tables[parent], refs)
+        # Tell apart a reference to nothing from one to a parent row this batch rejected.
+        parent_raw = self.raw(parent)
+        if parent in self._inputs and parent != decl.name:
+            as_text = " AND ".join(
+                f"CAST(q.{quote_ident(r)} AS VARCHAR) = CAST(s.{quote_ident(c)} AS VARCHAR)"
+                for c, r in zip(columns, refs, strict=True)
+            )
+            rejected = f"EXISTS (SELECT 1 FROM {parent_raw} q WHERE {as_text})"
+        else:
+            rejected = "false"
         bad = f"{self.prefix}_fk_{decl.name}"
         self.con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {bad} AS SELECT s.__file, s.{ROW_COL} FROM {stage} s "
+            f"CREATE OR REPLACE TEMP TABLE {bad} AS SELECT s.__file, s.{ROW_COL}, "
+            f"{rejected} AS parent_rejected FROM {stage} s "
             f"WHERE {not_null} AND NOT EXISTS (SELECT 1 FROM ({parents}) p WHERE {match})"
         )
         (n,) = self._one(f"SELECT count(*) FROM {bad}")
         if n:
             cols = ", ".join(columns)
-            reason = f"unknown {cols}: no row of {parent} has this {', '.join(refs)}"
+            missing = f"unknown {cols}: no row of {parent} has this {', '.join(refs)}"
+            rejected_reason = f"{cols} refers to a row of {parent} that was quarantined"
             self.con.execute(
                 f"INSERT INTO {self.quarantine} SELECT {quote_literal(decl.name)}, b.__file, "
                 f"b.{ROW_COL}, {quote_literal(cols)}, b.__file || ': row ' || b.{ROW_COL} || ', '"
-                f" || {quote_literal(reason)}, to_json(r) "
+                f" || CASE WHEN b.parent_rejected THEN {quote_literal(rejected_reason)} "
+                f"ELSE {quote_literal(missing)} END, to_json(r) "
                 f"FROM {bad} b JOIN {raw} r USING (__file, {ROW_COL})"
             )
             self._remove_rows(stage, bad)

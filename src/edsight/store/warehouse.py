@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
 
+# Seed files that hold values derived from the others (labels); they are not stored.
+DERIVED_SEED_TABLES = frozenset({"training_data"})
+
 
 @dataclass
 class LoadResult:
@@ -41,6 +44,7 @@ class LoadResult:
     tables: dict[str, TableReport] = field(default_factory=dict)
     source_tables: dict[str, TableReport] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # files not read, with why
 
     @property
     def rows_read(self) -> int:
@@ -95,16 +99,22 @@ class Warehouse:
         """A connection to the warehouse; files are read by edsight, never by SQL."""
         if not create and not self.path.exists():
             raise WarehouseError(f"no warehouse at {self.path}: run `edsight init` first")
-        config: dict[str, Any] = {"enable_external_access": False}
+        config: dict[str, Any] = {
+            "enable_external_access": False,
+            "memory_limit": self.settings.duckdb_memory_limit,
+            "temp_directory": str(self.settings.spill_path),
+            # Loads and exports order rows explicitly; not preserving insertion order
+            # lets DuckDB stream large inserts instead of buffering them.
+            "preserve_insertion_order": False,
+        }
         if self.settings.duckdb_threads:
             config["threads"] = self.settings.duckdb_threads
-        if self.settings.duckdb_memory_limit:
-            config["memory_limit"] = self.settings.duckdb_memory_limit
         try:
             con = duckdb.connect(str(self.path), read_only=read_only, config=config)
         except duckdb.IOException as exc:
             raise WarehouseError(f"cannot open warehouse {self.path}: {exc}") from exc
         try:
+            con.execute("SET enable_progress_bar = false")
             yield con
         finally:
             con.close()
@@ -175,7 +185,9 @@ class Warehouse:
             from edsight.ingest.canvas_files import map_seed_to_canonical
 
             source = BatchValidator(con, CANVAS_SEED, prefix="s")
-            for table in load_order(CANVAS_SEED, files):
+            for table in DERIVED_SEED_TABLES & set(files):
+                result.skipped.append(f"{files[table].name}: derived labels, rebuilt by features")
+            for table in load_order(CANVAS_SEED, set(files) - DERIVED_SEED_TABLES):
                 source.add_file(table, _read(files[table], progress))
             result.source_tables = source.run()
             validators.append(source)
