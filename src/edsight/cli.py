@@ -145,6 +145,9 @@ def load(
     home: HomeOption = None,
     force: Annotated[bool, typer.Option("--force", help="Load even if loaded before.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when any row was quarantined.")] = False,
+    encoding: Annotated[
+        str, typer.Option("--encoding", help="Text encoding of CSV files, e.g. latin-1.")
+    ] = "utf-8",
     as_json: JsonOption = False,
 ) -> None:
     """Validate and load a folder of tables (canonical or Canvas seed format).
@@ -155,7 +158,7 @@ def load(
     if not warehouse.path.exists():
         warehouse.init()
     with _progress(f"Loading {directory}", as_json) as step:
-        result = warehouse.load_directory(directory, force=force, progress=step.message)
+        result = warehouse.load_directory(directory, force=force, progress=step.message, encoding=encoding)
     _print_load(result, as_json)
     if strict and result.rows_quarantined:
         raise typer.Exit(code=1)

@@ -529,6 +529,24 @@ _SYSTEM_TABLES: tuple[Table, ...] = (
         ("batch_id", "table_name", "source_file", "row_number"),
         description="Rows that failed validation, with the reason; nothing is dropped silently.",
     ),
+    Table(
+        "sync_state",
+        (_c("source"), _c("entity"), _c("cursor"), _c("synced_at", "timestamp")),
+        ("source", "entity"),
+        description="How far each incremental source has been read (committed with the data).",
+    ),
+    Table(
+        "event_log",
+        (
+            _c("event_id"),
+            _c("source"),
+            _c("event_name"),
+            _c("event_time", "timestamp"),
+            _c("received_at", "timestamp"),
+        ),
+        ("event_id",),
+        description="Live events already applied; a repeated event id is skipped.",
+    ),
 )
 
 _EXTERNAL_COMMITMENTS = ("low", "medium", "high")

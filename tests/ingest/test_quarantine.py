@@ -272,3 +272,23 @@ def test_query_connections_cannot_read_files(warehouse: Warehouse) -> None:
         pytest.raises(duckdb.PermissionException, match="file system operations are disabled"),
     ):
         con.execute("SELECT * FROM read_csv('/etc/passwd')").fetchall()
+
+
+def test_utf8_bom_is_accepted(warehouse: Warehouse, tmp_path: Path) -> None:
+    folder = tmp_path / "bom"
+    folder.mkdir()
+    (folder / "organization.csv").write_bytes(b"\xef\xbb\xbforg_id,name,org_type\nd1,District,district\n")
+    result = warehouse.load_directory(folder)
+    assert result.rows_stored == 1
+    assert result.rows_quarantined == 0
+
+
+def test_latin1_is_a_clear_error_and_stores_nothing(warehouse: Warehouse, tmp_path: Path) -> None:
+    folder = tmp_path / "latin1"
+    folder.mkdir()
+    (folder / "organization.csv").write_bytes(
+        "org_id,name,org_type\nd1,Escuela Núñez,district\n".encode("latin-1")
+    )
+    with pytest.raises(InvalidInput, match=r"organization\.csv: not valid utf-8 text.*--encoding latin-1"):
+        warehouse.load_directory(folder)
+    assert warehouse.counts()["organization"] == 0

@@ -10,6 +10,7 @@ not stored: labels are rebuilt from the canonical tables by the features stage.
 
 from __future__ import annotations
 
+from edsight.ingest.ids import edsight_id_sql
 from edsight.ingest.quarantine import BatchValidator
 from edsight.sql import quote_literal
 
@@ -19,9 +20,7 @@ DERIVED = "(derived)"
 
 def edsight_id(entity: str, source_expr: str) -> str:
     """SQL for the edsight id of a Canvas ``entity`` whose source id is ``source_expr``."""
-    prefix = quote_literal(f"{SOURCE_SYSTEM}/{entity}/")
-    short = quote_literal(f"cv-{entity[:3]}-")
-    return f"({short} || substr(md5({prefix} || CAST({source_expr} AS VARCHAR)), 1, 16))"
+    return edsight_id_sql(SOURCE_SYSTEM, entity, source_expr)
 
 
 def map_seed_to_canonical(source: BatchValidator, target: BatchValidator) -> None:

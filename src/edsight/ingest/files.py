@@ -43,6 +43,11 @@ class RawTable:
     data: pa.Table
     malformed: list[MalformedRow] = field(default_factory=list)
 
+    @classmethod
+    def from_arrow(cls, label: str, table: pa.Table) -> RawTable:
+        """Rows that did not come from a file (an API page, an event spool), numbered from 1."""
+        return _with_row_numbers(Path(label), table, [])
+
     @property
     def name(self) -> str:
         return self.path.name
@@ -71,25 +76,38 @@ def table_files(directory: Path) -> dict[str, Path]:
     return found
 
 
-def read_table_file(path: Path) -> RawTable:
-    """Read one file by its suffix."""
+def read_table_file(path: Path, encoding: str = "utf-8") -> RawTable:
+    """Read one file by its suffix; CSV text in ``encoding`` (a UTF-8 BOM is dropped)."""
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
-            return _read_csv(path)
+            return _read_csv(path, encoding)
         if suffix == ".parquet":
             return _with_row_numbers(path, pq.read_table(path), [])
         if suffix in (".jsonl", ".json"):
             return _with_row_numbers(path, pjson.read_json(path), [])
-    except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(_not_encoded(path, encoding, exc.start)) from exc
+    except (pa.ArrowInvalid, OSError) as exc:
+        if "invalid UTF8" in str(exc) or "UTF-8" in str(exc):
+            raise InvalidInput(_not_encoded(path, encoding, None)) from exc
         raise InvalidInput(f"{path.name}: cannot be read as {suffix[1:]}: {exc}") from exc
     raise InvalidInput(f"{path.name}: unsupported file type (expected one of {SUFFIXES})")
 
 
-def _read_csv(path: Path) -> RawTable:
+def _not_encoded(path: Path, encoding: str, offset: int | None) -> str:
+    where = f" (first bad byte at offset {offset})" if offset is not None else ""
+    return (
+        f"{path.name}: not valid {encoding} text{where}; if it was exported as Latin-1 "
+        "or Windows-1252, load it with --encoding latin-1 (or cp1252)"
+    )
+
+
+def _read_csv(path: Path, encoding: str) -> RawTable:
     if path.stat().st_size == 0:
         raise InvalidInput(f"{path.name}: empty file, expected a header row")
-    with path.open(encoding="utf-8-sig", newline="") as fh:
+    python_encoding = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+    with path.open(encoding=python_encoding, newline="") as fh:
         names = next(csv.reader(fh), [])
     if not names:
         raise InvalidInput(f"{path.name}: empty file, expected a header row")
@@ -111,7 +129,7 @@ def _read_csv(path: Path) -> RawTable:
 
     table = pcsv.read_csv(
         path,
-        read_options=pcsv.ReadOptions(use_threads=False, encoding="utf-8-sig"),
+        read_options=pcsv.ReadOptions(use_threads=False, encoding=python_encoding),
         parse_options=pcsv.ParseOptions(invalid_row_handler=on_invalid),
         convert_options=pcsv.ConvertOptions(
             column_types={n: pa.string() for n in names},

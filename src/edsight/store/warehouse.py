@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 from edsight.config import Settings
 from edsight.errors import InvalidInput, WarehouseError
+from edsight.ingest.batch import IngestBatch, materialize
 from edsight.ingest.files import RawTable, read_table_file, table_files
 from edsight.ingest.quarantine import BatchValidator, TableReport
 from edsight.schema import CANONICAL, CANVAS_SEED, SYSTEM, WAREHOUSE_TABLES, Table, load_order
@@ -45,11 +47,14 @@ class LoadResult:
     source_tables: dict[str, TableReport] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # files not read, with why
+    unchanged: int = 0  # rows the source skipped as unchanged since the last sync
+    deleted: dict[str, int] = field(default_factory=dict)
 
     @property
     def rows_read(self) -> int:
+        """Rows the source gave: validated ones plus those skipped as unchanged."""
         reports = self.source_tables or self.tables
-        return sum(r.rows_read for r in reports.values())
+        return sum(r.rows_read for r in reports.values()) + self.unchanged
 
     @property
     def rows_stored(self) -> int:
@@ -143,24 +148,49 @@ class Warehouse:
     # -- loading -----------------------------------------------------------------
 
     def load_directory(
-        self, directory: Path, *, force: bool = False, progress: Progress | None = None
+        self,
+        directory: Path,
+        *,
+        force: bool = False,
+        progress: Progress | None = None,
+        encoding: str = "utf-8",
     ) -> LoadResult:
         """Load a folder of table files: canonical tables, or the Canvas seed format."""
         files = table_files(directory)
         if not files:
             raise InvalidInput(f"{directory}: no .csv, .parquet or .jsonl table files found")
         kind = detect_kind(files)
-        digest = batch_hash(kind, files)
-        batch_id = digest[:16]
-        result = LoadResult(batch_id=batch_id, source=kind)
+        batch = IngestBatch(source=f"{kind}:{directory}", content_hash=batch_hash(kind, files))
+        if kind == "canvas_seed":
+            from edsight.ingest.canvas_files import map_seed_to_canonical
+
+            batch.source_tables = CANVAS_SEED
+            batch.mapper = map_seed_to_canonical
+            for table in sorted(DERIVED_SEED_TABLES & set(files)):
+                batch.skipped.append(f"{files[table].name}: derived labels, rebuilt by features")
+            for table in sorted(set(files) - DERIVED_SEED_TABLES):
+                batch.add_source(table, _reader(files[table], progress, encoding))
+        else:
+            for table in sorted(files):
+                batch.add_canonical(table, _reader(files[table], progress, encoding))
+        return self.load_batch(batch, force=force, progress=progress)
+
+    def load_batch(
+        self, batch: IngestBatch, *, force: bool = False, progress: Progress | None = None
+    ) -> LoadResult:
+        """Validate and apply one batch in one transaction (see :mod:`edsight.ingest.batch`)."""
+        result = LoadResult(batch_id=batch.content_hash[:16], source=batch.source.split(":")[0])
+        result.skipped = list(batch.skipped)
+        result.unchanged = batch.unchanged
         with self.connect() as con:
-            if not force and _batch_exists(con, batch_id):
+            _ensure_tables(con)
+            if not force and _batch_exists(con, result.batch_id):
                 result.already_loaded = True
                 return result
             con.execute("BEGIN")
             try:
-                self._load(con, kind, files, result, progress)
-                _record_batch(con, result, str(directory), digest)
+                self._load(con, batch, result, progress)
+                _record_batch(con, result, batch)
                 if progress:
                     progress("commit")
                 con.execute("COMMIT")
@@ -172,8 +202,7 @@ class Warehouse:
     def _load(
         self,
         con: duckdb.DuckDBPyConnection,
-        kind: str,
-        files: Mapping[str, Path],
+        batch: IngestBatch,
         result: LoadResult,
         progress: Progress | None,
     ) -> None:
@@ -181,24 +210,23 @@ class Warehouse:
             return f"main.{quote_ident(table)}" if table in CANONICAL else None
 
         validators: list[BatchValidator] = []
-        if kind == "canvas_seed":
-            from edsight.ingest.canvas_files import map_seed_to_canonical
-
-            source = BatchValidator(con, CANVAS_SEED, prefix="s")
-            for table in DERIVED_SEED_TABLES & set(files):
-                result.skipped.append(f"{files[table].name}: derived labels, rebuilt by features")
-            for table in load_order(CANVAS_SEED, set(files) - DERIVED_SEED_TABLES):
-                source.add_file(table, _read(files[table], progress))
+        target = BatchValidator(con, CANONICAL, prefix="b", existing=existing)
+        if batch.source_inputs:
+            source = BatchValidator(con, batch.source_tables, prefix="s")
+            for table in load_order(batch.source_tables, batch.source_inputs):
+                for raw in batch.source_inputs[table]:
+                    source.add_file(table, materialize(raw))
             result.source_tables = source.run()
             validators.append(source)
-            target = BatchValidator(con, CANONICAL, prefix="b", existing=existing)
-            map_seed_to_canonical(source, target)
-        else:
-            target = BatchValidator(con, CANONICAL, prefix="b", existing=existing)
-            for table in load_order(CANONICAL, files):
-                target.add_file(table, _read(files[table], progress))
+            if batch.mapper is not None:
+                batch.mapper(source, target)
+        for table in load_order(CANONICAL, batch.canonical):
+            for raw in batch.canonical[table]:
+                target.add_file(table, materialize(raw))
         result.tables = target.run()
         validators.append(target)
+        for table, keys in batch.deletes.items():
+            result.deleted[table] = _delete_keys(con, CANONICAL[table], keys)
         for table in load_order(CANONICAL, result.tables):
             _apply(con, CANONICAL[table], target.stage(table))
             if progress:
@@ -211,6 +239,21 @@ class Warehouse:
                 [result.batch_id],
             )
             result.problems.extend(validator.problems())
+        for table, rows in batch.system_rows.items():
+            cols = ", ".join(quote_ident(c) for c in SYSTEM[table].column_names)
+            con.register("_system_rows", rows)
+            con.execute(f"INSERT INTO {quote_ident(table)} SELECT {cols} FROM _system_rows")
+            con.unregister("_system_rows")
+        now = datetime.now(UTC).replace(tzinfo=None)
+        for cursor in batch.sync:
+            con.execute(
+                "DELETE FROM sync_state WHERE source = ? AND entity = ?",
+                [cursor.source, cursor.entity],
+            )
+            con.execute(
+                "INSERT INTO sync_state VALUES (?, ?, ?, ?)",
+                [cursor.source, cursor.entity, cursor.cursor, now],
+            )
 
 
 def detect_kind(files: Mapping[str, Path]) -> str:
@@ -233,10 +276,37 @@ def detect_kind(files: Mapping[str, Path]) -> str:
     )
 
 
-def _read(path: Path, progress: Progress | None) -> RawTable:
-    if progress:
-        progress(f"reading {path.name}")
-    return read_table_file(path)
+def _reader(path: Path, progress: Progress | None, encoding: str) -> Callable[[], RawTable]:
+    def read() -> RawTable:
+        if progress:
+            progress(f"reading {path.name}")
+        return read_table_file(path, encoding)
+
+    return read
+
+
+def _ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Tables added by a newer edsight appear in an older warehouse file."""
+    for table in WAREHOUSE_TABLES.values():
+        con.execute(table.ddl())
+
+
+def _delete_keys(con: duckdb.DuckDBPyConnection, decl: Table, keys: pa.Table) -> int:
+    """Delete the rows whose primary key is in ``keys``; return how many went."""
+    missing = [k for k in decl.primary_key if k not in keys.column_names]
+    if missing:
+        raise InvalidInput(f"deletes for {decl.name} lack key column(s) {', '.join(missing)}")
+    before = int(scalar(con, f"SELECT count(*) FROM {quote_ident(decl.name)}"))
+    con.register("_delete_keys", keys)
+    match = " AND ".join(
+        f"t.{quote_ident(k)} IS NOT DISTINCT FROM CAST(d.{quote_ident(k)} AS {decl.column_index[k].sql_type})"
+        for k in decl.primary_key
+    )
+    con.execute(
+        f"DELETE FROM {quote_ident(decl.name)} t WHERE EXISTS (SELECT 1 FROM _delete_keys d WHERE {match})"
+    )
+    con.unregister("_delete_keys")
+    return before - int(scalar(con, f"SELECT count(*) FROM {quote_ident(decl.name)}"))
 
 
 def _batch_exists(con: duckdb.DuckDBPyConnection, batch_id: str) -> bool:
@@ -254,14 +324,14 @@ def _apply(con: duckdb.DuckDBPyConnection, decl: Table, stage: str) -> None:
     con.execute(f"INSERT INTO {target} ({cols}) SELECT {cols} FROM {stage}")
 
 
-def _record_batch(con: duckdb.DuckDBPyConnection, result: LoadResult, source: str, digest: str) -> None:
+def _record_batch(con: duckdb.DuckDBPyConnection, result: LoadResult, batch: IngestBatch) -> None:
     con.execute("DELETE FROM load_batch WHERE batch_id = ?", [result.batch_id])
     con.execute(
         "INSERT INTO load_batch VALUES (?, ?, ?, ?, ?, ?, ?)",
         [
             result.batch_id,
-            f"{result.source}:{source}",
-            digest,
+            batch.source,
+            batch.content_hash,
             datetime.now(UTC).replace(tzinfo=None),
             result.rows_read,
             result.rows_stored,
