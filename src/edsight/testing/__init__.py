@@ -1,0 +1,1 @@
+"""Test doubles that speak real protocols (served over loopback by the tests)."""
