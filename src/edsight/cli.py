@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
+from edsight.commands._output import print_counts, print_load, progress
 from edsight.errors import EdsightError
 
 if TYPE_CHECKING:
-    from edsight.store.warehouse import LoadResult
+    pass
 
 app = typer.Typer(
     name="edsight",
@@ -104,9 +105,9 @@ def generate_canvas(
     """Canvas course data in the seed notebook's six tables, calibrated and leak-free."""
     from edsight.synth.canvas import write_canvas
 
-    with _progress("Generating Canvas course data", as_json) as step:
+    with progress("Generating Canvas course data", as_json) as step:
         counts = write_canvas(out, students, seed=seed, fmt=fmt.value, progress=step.counts)
-    _print_counts(counts, out, as_json)
+    print_counts(counts, out, as_json)
 
 
 @generate_app.command("district")
@@ -124,7 +125,7 @@ def generate_district(
     """A K-12 district over several years, with its ground truth in OUT/ground_truth."""
     from edsight.synth.district import write_district
 
-    with _progress("Generating district", as_json) as step:
+    with progress("Generating district", as_json) as step:
         counts = write_district(
             out,
             students,
@@ -135,7 +136,7 @@ def generate_district(
             fmt=fmt.value,
             progress=step.message,
         )
-    _print_counts(counts, out, as_json)
+    print_counts(counts, out, as_json)
 
 
 @app.command()
@@ -157,9 +158,9 @@ def load(
     warehouse = _warehouse(home)
     if not warehouse.path.exists():
         warehouse.init()
-    with _progress(f"Loading {directory}", as_json) as step:
+    with progress(f"Loading {directory}", as_json) as step:
         result = warehouse.load_directory(directory, force=force, progress=step.message, encoding=encoding)
-    _print_load(result, as_json)
+    print_load(result, as_json)
     if strict and result.rows_quarantined:
         raise typer.Exit(code=1)
 
@@ -194,7 +195,7 @@ def lake_export(
     warehouse = _warehouse(home)
     target = out or warehouse.settings.lake_path
     counts = export_lake(warehouse, target)
-    _print_counts(counts, target, as_json)
+    print_counts(counts, target, as_json)
 
 
 @lake_app.command("import")
@@ -209,103 +210,7 @@ def lake_import(
     if not warehouse.path.exists():
         warehouse.init()
     result = warehouse.load_directory(directory or warehouse.settings.lake_path)
-    _print_load(result, as_json)
-
-
-# -- output helpers ------------------------------------------------------------------
-
-
-class _Step:
-    def __init__(self, progress: Any, task: Any) -> None:
-        self._progress = progress
-        self._task = task
-
-    def message(self, text: str) -> None:
-        if self._progress is not None:
-            self._progress.update(self._task, description=text)
-
-    def counts(self, done: int, total: int) -> None:
-        if self._progress is not None:
-            self._progress.update(self._task, completed=done, total=total)
-
-
-class _progress:
-    """A Rich progress bar on stderr, silent with --json or when not a terminal."""
-
-    def __init__(self, title: str, quiet: bool) -> None:
-        self.title = title
-        self.quiet = quiet or not sys.stderr.isatty()
-        self._bar: Any = None
-
-    def __enter__(self) -> _Step:
-        if self.quiet:
-            return _Step(None, None)
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-        self._bar = Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TimeElapsedColumn(),
-            console=Console(stderr=True),
-            transient=True,
-        )
-        self._bar.start()
-        return _Step(self._bar, self._bar.add_task(self.title, total=None))
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-
-def _print_counts(counts: dict[str, int], out: Path, as_json: bool) -> None:
-    if as_json:
-        typer.echo(json.dumps({"out": str(out), "rows": counts}, indent=2))
-        return
-    for name, n in counts.items():
-        typer.echo(f"{name:<24} {n:>12,}")
-    typer.echo(f"Wrote {len(counts)} tables to {out}")
-
-
-def _print_load(result: LoadResult, as_json: bool) -> None:
-    if as_json:
-        payload = {
-            "batch_id": result.batch_id,
-            "source": result.source,
-            "already_loaded": result.already_loaded,
-            "rows_read": result.rows_read,
-            "rows_stored": result.rows_stored,
-            "rows_quarantined": result.rows_quarantined,
-            "tables": {
-                name: {
-                    "read": r.rows_read,
-                    "stored": r.rows_valid,
-                    "quarantined": r.rows_quarantined,
-                }
-                for name, r in result.tables.items()
-            },
-            "problems": result.problems,
-            "skipped": result.skipped,
-        }
-        typer.echo(json.dumps(payload, indent=2))
-        return
-    if result.already_loaded:
-        typer.echo(f"Batch {result.batch_id} was loaded before; nothing changed.")
-        return
-    for name, r in {**result.source_tables, **result.tables}.items():
-        typer.echo(
-            f"{name:<24} read {r.rows_read:>10,}  stored {r.rows_valid:>10,}  "
-            f"quarantined {r.rows_quarantined:>8,}"
-        )
-    typer.echo(
-        f"Batch {result.batch_id}: {result.rows_stored:,} rows stored, "
-        f"{result.rows_quarantined:,} quarantined."
-    )
-    for line in result.skipped:
-        typer.echo(f"  not loaded: {line}")
-    for line in result.problems:
-        typer.echo(f"  quarantined: {line}", err=True)
+    print_load(result, as_json)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,1 @@
+"""Command-line sub-commands (thin: they parse options and call the library)."""
