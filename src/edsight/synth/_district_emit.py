@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from edsight.schema import EXIT_TYPES
 from edsight.synth import _district_arrow as ar
 from edsight.synth import _district_model as m
 from edsight.synth._district_daily import SEVERITY_NAMES, STATUS_NAMES, Attendance
@@ -16,15 +17,9 @@ if TYPE_CHECKING:
     from edsight.synth._district_sim import DistrictSim, Emit
     from edsight.synth._district_year import Year
 
-EXIT_TYPES = (
-    "promoted",
-    "retained",
-    "transferred_out",
-    "moved_within_district",
-    "graduated",
-    "dropped_out",
-)
+# Exit codes index the schema's own list of exit types.
 PROMOTED, RETAINED, TRANSFERRED, MOVED, GRADUATED, DROPPED = range(6)
+assert EXIT_TYPES[GRADUATED] == "graduated" and EXIT_TYPES[DROPPED] == "dropped_out"  # noqa: PT018
 LETTERS = ("A", "B", "C", "D", "F")
 CHUNK_ROWS = 2_000_000  # rows per Arrow chunk of the big tables: bounds peak memory
 
