@@ -292,3 +292,29 @@ def test_latin1_is_a_clear_error_and_stores_nothing(warehouse: Warehouse, tmp_pa
     with pytest.raises(InvalidInput, match=r"organization\.csv: not valid utf-8 text.*--encoding latin-1"):
         warehouse.load_directory(folder)
     assert warehouse.counts()["organization"] == 0
+
+
+def test_several_relations_per_table_keep_their_rows(warehouse: Warehouse) -> None:
+    """Inputs added one after another, to one table or several, never overwrite each other."""
+    from edsight.ingest.quarantine import BatchValidator
+    from edsight.schema import CANONICAL
+
+    with warehouse.connect() as con:
+        validator = BatchValidator(con, CANONICAL, prefix="t")
+        for org_id in ("a", "b"):
+            validator.add_relation(
+                "organization",
+                f"SELECT 'x' AS __file, 1::BIGINT AS __row, '{org_id}' AS org_id, 'N' AS name, "
+                "'district' AS org_type",
+                org_id,
+            )
+        validator.add_relation(
+            "person",
+            "SELECT 'y' AS __file, 1::BIGINT AS __row, 'p' AS person_id, 'student' AS role, "
+            "false AS directory_opt_out",
+            "p",
+        )
+        reports = validator.run()
+    assert reports["organization"].rows_read == 2
+    assert reports["person"].rows_read == 1
+    assert reports["person"].rows_valid == 1

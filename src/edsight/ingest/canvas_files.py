@@ -137,7 +137,10 @@ def _add_id_map(source: BatchValidator, target: BatchValidator, have: set[str]) 
         ("assignment", "assignments", "assignment_id"),
     ]
     parts = [
-        f"SELECT __file, __row, '{SOURCE_SYSTEM}' AS source_system, '{entity}' AS entity, "
+        # Two entities can come from one source row (a course and its section): the
+        # label keeps (__file, __row) unique within the relation.
+        f"SELECT __file || '#{entity}' AS __file, __row, '{SOURCE_SYSTEM}' AS source_system, "
+        f"'{entity}' AS entity, "
         f"CAST({col} AS VARCHAR) AS source_id, {edsight_id(entity, col)} AS edsight_id "
         f"FROM {source.stage(table)}"
         for entity, table, col in entities

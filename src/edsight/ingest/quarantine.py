@@ -85,12 +85,17 @@ class BatchValidator:
         self.existing = existing
         self.reports: dict[str, TableReport] = {}
         self._inputs: dict[str, list[_Input]] = {}
+        self._n_inputs = 0
         self.quarantine = f"{prefix}{QUARANTINE}"
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE {self.quarantine} (table_name VARCHAR, "
             "source_file VARCHAR, row_number BIGINT, column_name VARCHAR, reason VARCHAR, "
             "record VARCHAR)"
         )
+
+    def _input_name(self) -> str:
+        self._n_inputs += 1
+        return f"{self.prefix}_in_{self._n_inputs}"
 
     def stage(self, table: str) -> str:
         """Temp table with the valid rows of ``table``."""
@@ -110,8 +115,7 @@ class BatchValidator:
         decl = self.tables[table]
         report.files.append(raw.name)
         report.rows_read += raw.rows_read
-        idx = sum(len(v) for v in self._inputs.values()) + len(report.files)
-        name = f"{self.prefix}_in_{idx}"
+        name = self._input_name()
         self.con.register(f"{name}_arrow", raw.data)
         self.con.execute(
             f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT ?::VARCHAR AS __file, * FROM {name}_arrow",
@@ -136,8 +140,7 @@ class BatchValidator:
         ``relation_sql`` is code of edsight's own mappings, never text from a file.
         """
         report = self._report(table)
-        idx = sum(len(v) for v in self._inputs.values()) + len(report.files) + 1000
-        name = f"{self.prefix}_in_{idx}"
+        name = self._input_name()
         self.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {relation_sql}")
         (n,) = self._one(f"SELECT count(*) FROM {name}")
         report.files.append(label)
