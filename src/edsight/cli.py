@@ -7,19 +7,17 @@ on stderr and exit code 2.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import sys
-from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from edsight.commands._output import print_counts, print_load, progress
-from edsight.errors import EdsightError
+from edsight.commands._output import handle_errors, print_counts, print_load, progress
+from edsight.commands.ingest import ingest_app
 
 if TYPE_CHECKING:
     pass
@@ -34,9 +32,8 @@ app = typer.Typer(
 generate_app = typer.Typer(help="Write realistic synthetic data.", no_args_is_help=True)
 lake_app = typer.Typer(help="Parquet lake: export the warehouse, import it back.", no_args_is_help=True)
 app.add_typer(generate_app, name="generate")
+app.add_typer(ingest_app, name="ingest")
 app.add_typer(lake_app, name="lake")
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 HomeOption = Annotated[
     Path | None,
@@ -48,20 +45,6 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JS
 class FileFormat(StrEnum):
     csv = "csv"
     parquet = "parquet"
-
-
-def handle_errors(func: F) -> F:
-    """Print ``Error: <reason>`` and exit 2 for errors the user can fix."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except (EdsightError, ValueError) as exc:
-            typer.echo(f"Error: {exc}", err=True)
-            raise typer.Exit(code=2) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 @app.callback()
@@ -211,6 +194,22 @@ def lake_import(
         warehouse.init()
     result = warehouse.load_directory(directory or warehouse.settings.lake_path)
     print_load(result, as_json)
+
+
+@app.command()
+@handle_errors
+def serve(
+    home: HomeOption = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port.")] = 8000,
+) -> None:
+    """Serve edsight over HTTP (for now: POST /events/canvas, the live-events receiver)."""
+    import uvicorn
+
+    from edsight.config import load_settings
+    from edsight.web.events import create_events_app
+
+    uvicorn.run(create_events_app(load_settings(home)), host=host, port=port, log_level="warning")
 
 
 if __name__ == "__main__":  # pragma: no cover

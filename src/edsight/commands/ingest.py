@@ -1,0 +1,144 @@
+"""``edsight ingest KIND SOURCE``: the connectors, each a thin call into ``edsight.ingest``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from edsight.commands._output import handle_errors, print_load, progress
+
+ingest_app = typer.Typer(
+    help="Bring district data in: Canvas (API, files, Canvas Data 2, live events), "
+    "OneRoster rosters, NWEA MAP, state tests, attendance and discipline files.",
+    no_args_is_help=True,
+)
+
+HomeOption = Annotated[
+    Path | None, typer.Option("--home", help="Data home (default: $EDSIGHT_HOME or ./edsight-data).")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")]
+SourceArg = Annotated[Path, typer.Argument(help="File, folder or zip to read.")]
+
+
+def _warehouse(home: Path | None) -> Any:
+    from edsight.config import load_settings
+    from edsight.store.warehouse import Warehouse
+
+    warehouse = Warehouse(load_settings(home))
+    if not warehouse.path.exists():
+        warehouse.init()
+    return warehouse
+
+
+def _run(title: str, as_json: bool, call: Any) -> None:
+    with progress(title, as_json) as step:
+        result = call(step.message)
+    print_load(result, as_json)
+
+
+EncodingOption = Annotated[str, typer.Option("--encoding", help="Text encoding of CSV files, e.g. latin-1.")]
+ForceOption = Annotated[bool, typer.Option("--force", help="Load even if these bytes were loaded before.")]
+
+
+@ingest_app.command("canvas-files")
+@handle_errors
+def canvas_files(
+    source: SourceArg,
+    home: HomeOption = None,
+    encoding: EncodingOption = "utf-8",
+    force: ForceOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Canvas course files in the seed format (what `edsight generate canvas` writes)."""
+
+    wh = _warehouse(home)
+    _run(
+        f"Loading {source}",
+        as_json,
+        lambda step: wh.load_directory(source, force=force, progress=step, encoding=encoding),
+    )
+
+
+@ingest_app.command("oneroster")
+@handle_errors
+def oneroster(
+    source: SourceArg,
+    home: HomeOption = None,
+    encoding: EncodingOption = "utf-8",
+    full_sync: Annotated[
+        bool, typer.Option("--full-sync", help="Restage rows even if not newer than the last sync.")
+    ] = False,
+    force: ForceOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """OneRoster 1.1 or 1.2 CSV roster: a .zip or a folder with manifest.csv (bulk or delta)."""
+
+    from edsight.ingest.oneroster import ingest_oneroster
+
+    wh = _warehouse(home)
+    _run(
+        f"Ingesting OneRoster {source}",
+        as_json,
+        lambda step: ingest_oneroster(
+            wh, source, encoding=encoding, full_sync=full_sync, force=force, progress=step
+        ),
+    )
+
+
+@ingest_app.command("attendance")
+@handle_errors
+def attendance(
+    source: SourceArg,
+    home: HomeOption = None,
+    encoding: EncodingOption = "utf-8",
+    force: ForceOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Daily attendance file (edsight statuses or Ed-Fi descriptors; see docs/ingest-sis.md)."""
+
+    from edsight.ingest.attendance import ingest_attendance
+
+    wh = _warehouse(home)
+    _run(
+        f"Ingesting attendance {source}",
+        as_json,
+        lambda step: ingest_attendance(wh, source, encoding=encoding, force=force, progress=step),
+    )
+
+
+@ingest_app.command("discipline")
+@handle_errors
+def discipline(
+    source: SourceArg,
+    home: HomeOption = None,
+    encoding: EncodingOption = "utf-8",
+    force: ForceOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Discipline incidents file (Ed-Fi behaviour descriptors or severities)."""
+
+    from edsight.ingest.attendance import ingest_discipline
+
+    wh = _warehouse(home)
+    _run(
+        f"Ingesting discipline {source}",
+        as_json,
+        lambda step: ingest_discipline(wh, source, encoding=encoding, force=force, progress=step),
+    )
+
+
+@ingest_app.command("events")
+@handle_errors
+def events(
+    spool: Annotated[Path | None, typer.Argument(help="Spool folder (default: HOME/spool/events).")] = None,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Apply spooled Canvas live events / Caliper events (received by `edsight serve`)."""
+
+    from edsight.ingest.events import ingest_events
+
+    wh = _warehouse(home)
+    _run("Applying live events", as_json, lambda step: ingest_events(wh, spool, progress=step))

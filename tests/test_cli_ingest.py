@@ -1,0 +1,59 @@
+"""`edsight ingest ...` drives the connectors end to end from the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from edsight.cli import app
+from edsight.synth.canvas import write_canvas
+from edsight.synth.district import generate_district
+
+runner = CliRunner()
+
+
+def test_canvas_files_then_again(tmp_path: Path) -> None:
+    write_canvas(tmp_path / "canvas", 60, seed=4, fmt="csv")
+    args = ["ingest", "canvas-files", str(tmp_path / "canvas"), "--home", str(tmp_path / "h"), "--json"]
+    first = json.loads(runner.invoke(app, args).output)
+    assert first["rows_quarantined"] == 0
+    assert first["tables"]["person"]["stored"] == 60
+    second = json.loads(runner.invoke(app, args).output)
+    assert second["already_loaded"] is True
+
+
+def test_oneroster_attendance_and_discipline(tmp_path: Path) -> None:
+    from edsight.ingest.attendance import write_attendance_csv, write_discipline_csv
+    from edsight.ingest.oneroster import write_oneroster
+
+    district = generate_district(300, n_years=1, n_schools=3, seed=11)
+    write_oneroster(district.tables, tmp_path / "roster.zip")
+    write_attendance_csv(district.tables, tmp_path / "attendance.csv")
+    write_discipline_csv(district.tables, tmp_path / "discipline.csv")
+    home = ["--home", str(tmp_path / "h"), "--json"]
+    roster = runner.invoke(app, ["ingest", "oneroster", str(tmp_path / "roster.zip"), *home])
+    assert roster.exit_code == 0, roster.output
+    assert json.loads(roster.output)["rows_quarantined"] == 0
+    att = runner.invoke(app, ["ingest", "attendance", str(tmp_path / "attendance.csv"), *home])
+    assert att.exit_code == 0, att.output
+    payload = json.loads(att.output)
+    assert payload["rows_quarantined"] == 0
+    assert payload["rows_stored"] == len(district.tables["attendance"])
+    dis = runner.invoke(app, ["ingest", "discipline", str(tmp_path / "discipline.csv"), *home])
+    assert json.loads(dis.output)["rows_stored"] == len(district.tables["discipline"])
+
+
+def test_missing_source_is_exit_2(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["ingest", "oneroster", str(tmp_path / "nope.zip"), "--home", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.output.startswith("Error: ")
+
+
+def test_events_with_an_empty_spool(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    result = runner.invoke(app, ["ingest", "events", str(spool), "--home", str(tmp_path / "h"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["rows_stored"] == 0
