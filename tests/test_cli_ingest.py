@@ -57,3 +57,17 @@ def test_events_with_an_empty_spool(tmp_path: Path) -> None:
     result = runner.invoke(app, ["ingest", "events", str(spool), "--home", str(tmp_path / "h"), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["rows_stored"] == 0
+
+
+def test_state_tests_needs_a_mapping_and_reads_it(tmp_path: Path) -> None:
+    data = Path(__file__).parent / "data" / "state_tests"
+    result = runner.invoke(app, ["ingest", "state-tests", str(data / "wi_forward"), "--home", str(tmp_path)])
+    assert result.exit_code == 2  # --mapping is required
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("student_id: [1, 2\n")
+    result = runner.invoke(
+        app,
+        ["ingest", "state-tests", str(data / "wi_forward"), "--mapping", str(bad), "--home", str(tmp_path)],
+    )
+    assert result.exit_code == 2
+    assert result.output.startswith("Error: ")

@@ -142,3 +142,66 @@ def events(
 
     wh = _warehouse(home)
     _run("Applying live events", as_json, lambda step: ingest_events(wh, spool, progress=step))
+
+
+@ingest_app.command("map")
+@handle_errors
+def nwea_map(
+    source: SourceArg,
+    home: HomeOption = None,
+    encoding: EncodingOption = "utf-8",
+    force: ForceOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """NWEA MAP Growth export: a folder, AssessmentResults.csv or ComboStudentAssessment.csv."""
+    from edsight.ingest.assessments import ingest_map
+
+    wh = _warehouse(home)
+    _run(
+        f"Ingesting MAP {source}",
+        as_json,
+        lambda step: ingest_map(wh, source, encoding=encoding, force=force, progress=step),
+    )
+
+
+@ingest_app.command("state-tests")
+@handle_errors
+def state_tests(
+    source: SourceArg,
+    mapping: Annotated[Path, typer.Option("--mapping", help="YAML column mapping (see docs).")],
+    home: HomeOption = None,
+    encoding: EncodingOption = "utf-8",
+    force: ForceOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Wide yearly state test files, mapped to long form by a YAML column mapping."""
+    from edsight.ingest.assessments import ingest_state_tests
+
+    wh = _warehouse(home)
+    _run(
+        f"Ingesting state tests {source}",
+        as_json,
+        lambda step: ingest_state_tests(
+            wh, source, mapping=mapping, encoding=encoding, force=force, progress=step
+        ),
+    )
+
+
+@ingest_app.command("canvas-data2")
+@handle_errors
+def canvas_data2(
+    source: SourceArg,
+    home: HomeOption = None,
+    encoding: EncodingOption = "utf-8",
+    force: ForceOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Canvas Data 2 (DAP) snapshot or incremental export: JSONL/CSV with key.* and value.*."""
+    from edsight.ingest.canvas_data2 import ingest_canvas_data2
+
+    wh = _warehouse(home)
+    _run(
+        f"Ingesting Canvas Data 2 {source}",
+        as_json,
+        lambda step: ingest_canvas_data2(wh, source, encoding=encoding, force=force, progress=step),
+    )
