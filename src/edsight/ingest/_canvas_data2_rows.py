@@ -15,6 +15,20 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from edsight.ingest._assessments_prep import (
+    column,
+    derived_ids,
+    drop,
+    existing_ids,
+    integer_text,
+    keep_declared,
+    normalise_vocabulary,
+    reject,
+    students,
+    to_timestamps,
+    utc_timestamps,
+    with_column,
+)
 from edsight.ingest._canvas_data2_tables import (
     ASSIGNMENT,
     CD2_TABLES,
@@ -30,20 +44,6 @@ from edsight.ingest._canvas_data2_tables import (
     TABLES,
     TEST_STUDENT,
     VALUES,
-)
-from edsight.ingest._assessments_prep import (
-    column,
-    derived_ids,
-    drop,
-    existing_ids,
-    integer_text,
-    keep_declared,
-    normalise_vocabulary,
-    reject,
-    students,
-    to_timestamps,
-    utc_timestamps,
-    with_column,
 )
 from edsight.ingest.batch import SyncCursor
 from edsight.ingest.files import RawTable

@@ -42,6 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from edsight.errors import InvalidInput
+from edsight.ingest._assessments_prep import FIRST_ROW, Progress, content_hash, read_bytes, read_jsonl
 from edsight.ingest._canvas_data2_rows import Export, text
 from edsight.ingest._canvas_data2_tables import (
     ASSIGNMENT,
@@ -58,7 +59,6 @@ from edsight.ingest._canvas_data2_tables import (
     TEST_STUDENT,
     json_types,
 )
-from edsight.ingest._assessments_prep import FIRST_ROW, Progress, content_hash, read_bytes, read_jsonl
 from edsight.ingest.batch import IngestBatch
 from edsight.ingest.files import RawTable, read_table_file
 from edsight.ingest.quarantine import BatchValidator
