@@ -71,3 +71,25 @@ def test_state_tests_needs_a_mapping_and_reads_it(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert result.output.startswith("Error: ")
+
+
+def test_canvas_api_reads_the_token_from_the_environment(tmp_path: Path) -> None:
+    from edsight.testing.canvas_emulator import CanvasEmulator
+
+    emulator = CanvasEmulator.from_synth(30, seed=2)
+    token = next(iter(emulator.tokens))
+    with emulator.serve() as base_url:
+        args = ["ingest", "canvas-api", "--url", base_url, "--token-env", "CANVAS_TOKEN_FOR_TEST"]
+        missing = runner.invoke(
+            app, [*args, "--home", str(tmp_path / "h")], env={"CANVAS_TOKEN_FOR_TEST": ""}
+        )
+        assert missing.exit_code == 2
+        assert "CANVAS_TOKEN_FOR_TEST is not set" in missing.output
+        result = runner.invoke(
+            app, [*args, "--home", str(tmp_path / "h"), "--json"], env={"CANVAS_TOKEN_FOR_TEST": token}
+        )
+    assert result.exit_code == 0, result.output
+    assert token not in result.output
+    payload = json.loads(result.output)
+    assert payload["rows_quarantined"] == 0
+    assert payload["rows_stored"] > 0

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from edsight.commands._output import handle_errors, print_load, progress
+from edsight.errors import InvalidInput
 
 ingest_app = typer.Typer(
     help="Bring district data in: Canvas (API, files, Canvas Data 2, live events), "
@@ -204,4 +207,56 @@ def canvas_data2(
         f"Ingesting Canvas Data 2 {source}",
         as_json,
         lambda step: ingest_canvas_data2(wh, source, encoding=encoding, force=force, progress=step),
+    )
+
+
+@ingest_app.command("canvas-api")
+@handle_errors
+def canvas_api(
+    url: Annotated[str, typer.Option("--url", help="Canvas base URL, e.g. https://school.instructure.com")],
+    token_env: Annotated[
+        str, typer.Option("--token-env", help="Name of the environment variable holding the API token.")
+    ],
+    since: Annotated[
+        datetime | None,
+        typer.Option("--since", help="Fetch changes since this time (overrides the stored cursor)."),
+    ] = None,
+    course_id: Annotated[
+        list[int] | None, typer.Option("--course-id", help="Only these Canvas course ids (repeatable).")
+    ] = None,
+    account_id: Annotated[int | None, typer.Option("--account-id", help="Canvas account id.")] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=16, help="Parallel requests.")] = 4,
+    per_page: Annotated[int, typer.Option("--per-page", min=1, max=100, help="Page size.")] = 100,
+    analytics: Annotated[
+        bool, typer.Option("--analytics/--no-analytics", help="Read the Analytics API (page views).")
+    ] = True,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Canvas LMS over its REST API: incremental, resumable, throttling-aware.
+
+    The token is read from the environment variable named by --token-env; it is never
+    printed or logged.
+    """
+    from edsight.ingest.canvas_api import ingest_canvas_api
+
+    token = os.environ.get(token_env, "")
+    if not token:
+        raise InvalidInput(f"environment variable {token_env} is not set or empty (it must hold the token)")
+    wh = _warehouse(home)
+    _run(
+        f"Reading Canvas at {url}",
+        as_json,
+        lambda step: ingest_canvas_api(
+            wh,
+            url,
+            token=token,
+            since=since,
+            course_ids=course_id,
+            account_id=account_id,
+            concurrency=concurrency,
+            per_page=per_page,
+            analytics=analytics,
+            progress=step,
+        ),
     )
