@@ -165,6 +165,14 @@ EXIT_TYPES = (
     "graduated",
     "dropped_out",
 )
+GROWTH_WINDOWS = (
+    "FallToFall",
+    "FallToWinter",
+    "FallToSpring",
+    "WinterToWinter",
+    "WinterToSpring",
+    "SpringToSpring",
+)
 ATTENDANCE_STATUS = ("absent_excused", "absent_unexcused", "tardy", "present")
 RISK_TARGETS = (
     "will_fail_academically",
@@ -390,10 +398,31 @@ _CANONICAL_TABLES: tuple[Table, ...] = (
             _c("scale_score", "float64"),
             _c("sem", "float64", null=True, minimum=0),
             _c("perf_level", "int8", null=True, minimum=1, maximum=6),
+            _c("percentile", "float64", null=True, minimum=0, maximum=100),
         ),
         ("person_id", "assessment", "subject", "test_date"),
         (_person(),),
         "State tests and interim assessments (NWEA MAP), one row per test event.",
+    ),
+    Table(
+        "assessment_growth",
+        (
+            _c("person_id"),
+            _c("assessment"),
+            _c("subject"),
+            _c("test_date", "date"),
+            _c("growth_window", allowed=GROWTH_WINDOWS),
+            _c("projected_growth", "float64", null=True),
+            _c("observed_growth", "float64", null=True),
+            _c("observed_growth_se", "float64", null=True, minimum=0),
+            _c("met_projected", "bool", null=True),
+            _c("conditional_growth_index", "float64", null=True),
+            _c("conditional_growth_percentile", "float64", null=True, minimum=0, maximum=100),
+            _c("typical_growth", "float64", null=True),
+        ),
+        ("person_id", "assessment", "subject", "test_date", "growth_window"),
+        (_person(),),
+        "Vendor-reported growth of a test event against an earlier window (NWEA MAP).",
     ),
     Table(
         "student_outcome",

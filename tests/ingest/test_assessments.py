@@ -458,3 +458,19 @@ def test_shipped_mappings_are_valid() -> None:
     for name in ("wi_forward.yaml", "sc_ready.yaml"):
         spec = load_state_test_mapping(STATE / name)
         assert {s.subject for s in spec.subjects} == {"ela", "math"}
+
+
+def test_map_percentile_and_growth_windows_are_stored(rostered: Warehouse) -> None:
+    ingest_map(rostered, MAP / "current")
+    with rostered.connect(read_only=True) as con:
+        percentile = con.execute(
+            "SELECT percentile FROM assessment_result WHERE assessment = 'nwea_map' "
+            "AND scale_score = 201 AND subject = 'math'"
+        ).fetchall()
+        growth = con.execute(
+            "SELECT growth_window, projected_growth, typical_growth FROM assessment_growth g "
+            "JOIN assessment_result r USING (person_id, assessment, subject, test_date) "
+            "WHERE r.scale_score = 201 AND r.subject = 'math' ORDER BY growth_window"
+        ).fetchall()
+    assert percentile == [(55.0,)]
+    assert growth == [("FallToFall", 9.0, None), ("FallToSpring", 8.0, 8.5)]

@@ -65,7 +65,7 @@ EXPECTED: dict[str, list[tuple[str, pa.DataType]]] = {
     "assessment_result": [
         ("person_id", S), ("assessment", S), ("subject", S), ("school_year", I16),
         ("grade_level", I8), ("test_date", D), ("scale_score", F), ("sem", F),
-        ("perf_level", I8),
+        ("perf_level", I8), ("percentile", F),
     ],
     "student_outcome": [
         ("person_id", S), ("cohort_year", I16), ("outcome", S), ("outcome_date", D),
@@ -760,3 +760,15 @@ def test_write_csv(tmp_path: Path) -> None:
         assert sum(1 for _ in path.open()) - 1 == rows[name]
     assert (tmp_path / "ground_truth" / "student_truth.csv").exists()
     assert (tmp_path / "ground_truth" / "ground_truth.json").exists()
+
+
+def test_state_percentiles_are_ranks_within_subject_and_grade() -> None:
+    from edsight.synth.district import generate_district
+
+    a = generate_district(3000, n_years=1, n_schools=4, seed=21).tables["assessment_result"]
+    pct = a["percentile"].astype(float)
+    assert pct.between(1, 99).all()
+    for _, group in a.assign(p=pct).groupby(["subject", "grade_level"]):
+        assert abs(group["p"].mean() - 50) < 3  # ranks are uniform within each group
+        ordered = group.sort_values("scale_score")["p"].to_numpy()
+        assert (np.diff(ordered) >= 0).all()  # monotone in the score

@@ -44,7 +44,7 @@ from edsight.ingest._assessments_prep import (
 from edsight.ingest.batch import IngestBatch
 from edsight.ingest.files import ROW_COL, SUFFIXES, RawTable, read_table_file
 from edsight.ingest.quarantine import BatchValidator
-from edsight.schema import Column, LogicalType, Table
+from edsight.schema import GROWTH_WINDOWS, Column, LogicalType, Table
 from edsight.sql import quote_ident
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ SYSTEM = "nwea_map"
 SUBJECTS = ("math", "reading", "language", "science")
 QUINTILES = ("Low", "LoAvg", "Avg", "HiAvg", "High")
 MET_GROWTH = ("Yes", "No", "Yes*", "No*")
-WINDOWS = ("FallToFall", "FallToWinter", "FallToSpring", "WinterToWinter", "WinterToSpring", "SpringToSpring")
+WINDOWS = GROWTH_WINDOWS
 PERSON = "edsight_person_id"  # added by edsight: the warehouse student the row belongs to
 SUBJECT = "edsight_subject"  # added by edsight: Course/Subject normalised to SUBJECTS
 RESULTS = "map_results"
@@ -358,10 +358,27 @@ def map_to_canonical(source: BatchValidator, target: BatchValidator) -> None:
         f"CAST(regexp_extract(r.{q('TermName')}, '(\\d{{4}})\\s*-', 1) AS SMALLINT) AS school_year, "
         f"{grade} AS grade_level, r.{q('TestStartDate')} AS test_date, "
         f"r.{q('TestRITScore')} AS scale_score, r.{q('TestStandardError')} AS sem, "
-        f"CASE r.{q('AchievementQuintile')} {quintile} END AS perf_level "
+        f"CASE r.{q('AchievementQuintile')} {quintile} END AS perf_level, "
+        f"r.{q('TestPercentile')} AS percentile "
         f"FROM {results} r {join}",
         RESULTS,
     )
+    # One growth row per window that reports anything; the window label is a declared constant.
+    growth = " UNION ALL ".join(
+        f"SELECT __file || '#{w}' AS __file, __row, {q(PERSON)} AS person_id, '{SYSTEM}' AS assessment, "  # noqa: S608
+        f"{q(SUBJECT)} AS subject, {q('TestStartDate')} AS test_date, '{w}' AS growth_window, "
+        f"{q(w + 'ProjectedGrowth')} AS projected_growth, {q(w + 'ObservedGrowth')} AS observed_growth, "
+        f"{q(w + 'ObservedGrowthSE')} AS observed_growth_se, "
+        f"CASE WHEN {q(w + 'MetProjectedGrowth')} IS NULL THEN NULL "
+        f"ELSE starts_with({q(w + 'MetProjectedGrowth')}, 'Yes') END AS met_projected, "
+        f"{q(w + 'ConditionalGrowthIndex')} AS conditional_growth_index, "
+        f"{q(w + 'ConditionalGrowthPercentile')} AS conditional_growth_percentile, "
+        f"{q('Typical' + w + 'Growth')} AS typical_growth FROM {results} "
+        f"WHERE coalesce({q(w + 'ProjectedGrowth')}, {q(w + 'ObservedGrowth')}, "
+        f"{q(w + 'ConditionalGrowthPercentile')}) IS NOT NULL"
+        for w in WINDOWS
+    )
+    target.add_relation("assessment_growth", growth, RESULTS)
     target.add_relation(
         "id_map",
         f"SELECT {FIRST_ROW}, '{SYSTEM}' AS source_system, "  # noqa: S608

@@ -127,6 +127,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("scale_score", _F, False),
         ("sem", _F, True),
         ("perf_level", _I8, True),
+        ("percentile", _F, True),
     ),
     "student_outcome": _schema(
         ("person_id", _S, False),

@@ -234,6 +234,9 @@ def emit_year(
                 ar.num(tests["score"], pa.float64()),
                 ar.num(tests["sem"], pa.float64()),
                 ar.num(tests["level"], pa.int8()),
+                ar.num(
+                    _state_percentiles(tests["subject"] * 100 + y.grade[tp], tests["score"]), pa.float64()
+                ),
             ],
         ),
     )
@@ -259,3 +262,19 @@ def emit_year(
             truth=True,
         ),
     )
+
+
+def _state_percentiles(groups: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Percentile rank (1-99) of each score among the scores of its subject and grade this year."""
+    n = len(scores)
+    if n == 0:
+        return np.empty(0)
+    order = np.lexsort((scores, groups))
+    sorted_groups = groups[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_groups)) + 1]
+    sizes = np.diff(np.r_[starts, n])
+    group_of = np.repeat(np.arange(len(starts)), sizes)
+    rank = np.arange(n) - starts[group_of]
+    out = np.empty(n)
+    out[order] = np.clip(np.floor(100 * (rank + 0.5) / sizes[group_of]), 1, 99)
+    return out
