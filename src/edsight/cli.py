@@ -18,6 +18,7 @@ import typer
 
 from edsight.commands._output import handle_errors, print_counts, print_load, progress
 from edsight.commands.ingest import ingest_app
+from edsight.commands.stats import stats_app
 
 if TYPE_CHECKING:
     pass
@@ -33,6 +34,7 @@ generate_app = typer.Typer(help="Write realistic synthetic data.", no_args_is_he
 lake_app = typer.Typer(help="Parquet lake: export the warehouse, import it back.", no_args_is_help=True)
 app.add_typer(generate_app, name="generate")
 app.add_typer(ingest_app, name="ingest")
+app.add_typer(stats_app, name="stats")
 app.add_typer(lake_app, name="lake")
 
 HomeOption = Annotated[

@@ -134,6 +134,16 @@ class Warehouse:
                 out[name] = int(scalar(con, f"SELECT count(*) FROM {quote_ident(name)}"))
             return out
 
+    def frames(self, tables: list[str]) -> dict[str, Any]:
+        """Whole canonical tables as pandas DataFrames (for analyses of district-sized data)."""
+        out: dict[str, Any] = {}
+        with self.connect(read_only=True) as con:
+            for name in tables:
+                if name not in WAREHOUSE_TABLES:
+                    raise InvalidInput(f"unknown table {name!r}")
+                out[name] = con.sql(f"SELECT * FROM {quote_ident(name)}").df()
+        return out
+
     def checksum(self, table: str) -> str:
         """Order-independent fingerprint of a table's content (for idempotency checks)."""
         decl = WAREHOUSE_TABLES[table]

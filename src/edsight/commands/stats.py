@@ -1,0 +1,198 @@
+"""``edsight stats ...``: district statistics over the warehouse or a data file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from edsight.commands._output import handle_errors
+from edsight.errors import InvalidInput
+
+stats_app = typer.Typer(
+    help="District statistics: hierarchical models, value-added, growth percentiles, gaps, trends.",
+    no_args_is_help=True,
+)
+
+HomeOption = Annotated[
+    Path | None, typer.Option("--home", help="Data home (default: $EDSIGHT_HOME or ./edsight-data).")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+DataOption = Annotated[
+    Path | None,
+    typer.Option("--data", help="CSV or Parquet file to analyse instead of the warehouse."),
+]
+
+
+def read_frame(path: Path) -> Any:
+    """A CSV or Parquet file as a DataFrame, with a clear error otherwise."""
+    import pandas as pd
+
+    if not path.is_file():
+        raise InvalidInput(f"{path}: no such file")
+    if path.suffix.lower() == ".parquet":
+        return pd.read_parquet(path)
+    if path.suffix.lower() == ".csv":
+        return pd.read_csv(path)
+    raise InvalidInput(f"{path.name}: expected a .csv or .parquet file")
+
+
+def _gap_frame(data: Path | None, home: Path | None) -> Any:
+    from edsight.stats.gaps import gap_frame_from_frame, gap_frame_from_tables
+
+    if data is not None:
+        return gap_frame_from_frame(read_frame(data))
+    from edsight.config import load_settings
+    from edsight.store.warehouse import Warehouse
+
+    tables = Warehouse(load_settings(home)).frames(
+        ["assessment_result", "student_demographics", "school_enrollment"]
+    )
+    return gap_frame_from_tables(tables)
+
+
+def print_frame(
+    frame: Any, as_json: bool, title: str, screen_columns: list[str] | None = None, limit: int = 40
+) -> None:
+    """All rows and columns as JSON records, or the first ``limit`` rows of the main columns."""
+    if as_json:
+        typer.echo(frame.to_json(orient="records", date_format="iso", indent=2))
+        return
+    if screen_columns is not None:
+        frame = frame[[c for c in screen_columns if c in frame.columns]]
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*[str(c) for c in frame.columns], title=f"{title} ({len(frame):,} rows)")
+    for row in frame.head(limit).itertuples(index=False):
+        table.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row])
+    Console().print(table)
+
+
+@stats_app.command("hlm")
+@handle_errors
+def hlm(
+    data: Annotated[Path, typer.Option("--data", help="CSV or Parquet file, one row per observation.")],
+    formula: Annotated[
+        str, typer.Option("--formula", help='lme4 syntax, e.g. "y ~ x + (1 + x | g1) + (1 | g2)".')
+    ],
+    reml: Annotated[bool, typer.Option("--reml/--ml", help="REML (default, as lme4) or ML.")] = True,
+    levels: Annotated[
+        list[str] | None,
+        typer.Option("--levels", help="Factor level order, first = reference: col=a,b,c (repeatable)."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Linear mixed model in lme4 syntax: fixed effects, variance components, REML criterion."""
+    from edsight.stats.mixed import fit_lmm
+
+    order: dict[str, list[str]] = {}
+    for item in levels or []:
+        column, _, values = item.partition("=")
+        if not column or not values:
+            raise InvalidInput(f"--levels {item!r}: expected column=level1,level2,...")
+        order[column] = values.split(",")
+    result = fit_lmm(read_frame(data), formula, reml=reml, levels=order or None)
+    payload = result.to_dict()
+    if as_json:
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    import pandas as pd
+
+    print_frame(result.fixed_effects(), False, "Fixed effects")
+    print_frame(pd.DataFrame(payload["vcov"]), False, "Variance components")
+    crit = "REML criterion" if reml else "deviance"
+    typer.echo(f"{crit} {payload['reml_crit']:.4f}, fitted in {payload['seconds']:.2f} s")
+
+
+@stats_app.command("gaps")
+@handle_errors
+def gaps(
+    subgroup: Annotated[
+        str,
+        typer.Option(
+            "--subgroup",
+            help="race_ethnicity, economically_disadvantaged, english_learner, disability or sex.",
+        ),
+    ],
+    focal: Annotated[str | None, typer.Option("--focal", help="Focal group value (default: all).")] = None,
+    reference: Annotated[str | None, typer.Option("--reference", help="Reference group value.")] = None,
+    by: Annotated[
+        str, typer.Option("--by", help="Comma-separated cell columns.")
+    ] = "school_id,grade_level,subject,school_year",
+    v_method: Annotated[str, typer.Option("--v-method", help="trapezoid or ml.")] = "trapezoid",
+    include_small_cells: Annotated[
+        bool,
+        typer.Option("--include-small-cells", help="Keep cells where a group has fewer than 10 students."),
+    ] = False,
+    data: DataOption = None,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Achievement gaps: mean difference, Cohen's d, Hedges' g with CI, percent proficient, V.
+
+    Cells where either group has fewer than 10 students are left out unless
+    --include-small-cells is given (for analysts with student-level access).
+    """
+    from edsight.stats.gaps import achievement_gaps
+
+    frame = _gap_frame(data, home)
+    result = achievement_gaps(
+        frame,
+        subgroup,
+        focal=_parse_value(focal),
+        reference=_parse_value(reference),
+        by=[c.strip() for c in by.split(",") if c.strip()],
+        v_method=v_method,
+        level="perf_level" if "perf_level" in frame.columns else None,
+    )
+    if not include_small_cells:
+        result = result[~result["small_cell"].astype(bool)]
+    cells = [c.strip() for c in by.split(",") if c.strip()]
+    shown = [*cells, "focal", "n_focal", "n_reference", "mean_diff", "hedges_g", "hedges_g_ci_low"]
+    shown += ["hedges_g_ci_high", "pct_proficient_gap", "v_statistic"]
+    print_frame(result, as_json, f"Gaps by {subgroup}", shown)
+
+
+@stats_app.command("trends")
+@handle_errors
+def trends(
+    subgroup: Annotated[
+        str | None, typer.Option("--subgroup", help="Trend of this subgroup's gap (else: mean scores).")
+    ] = None,
+    horizon: Annotated[int, typer.Option("--horizon", min=1, max=5, help="Years to forecast.")] = 1,
+    data: DataOption = None,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Multi-year trends with a forecast: mean scores by subject and grade, or a subgroup gap."""
+    from edsight.stats.gaps import achievement_gaps
+    from edsight.stats.trends import gap_trends, mean_score_trends
+
+    frame = _gap_frame(data, home)
+    if subgroup is None:
+        result = mean_score_trends(frame, horizon=horizon)
+        title = "Mean score trends"
+    else:
+        level = "perf_level" if "perf_level" in frame.columns else None
+        gaps_by_year = achievement_gaps(frame, subgroup, by=["subject", "school_year"], level=level)
+        result = gap_trends(gaps_by_year, horizon=horizon)
+        title = f"Trend of the {subgroup} gap"
+    shown = ["subject", "grade_level", "focal", "school_year", "is_forecast", "observed", "fitted", "pi_low"]
+    shown += ["pi_high", "slope", "slope_se"]
+    print_frame(result, as_json, title, shown)
+
+
+def _parse_value(text: str | None) -> object:
+    """Command-line group values: true/false become booleans, the rest stays text."""
+    if text is None:
+        return None
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    return text
+
+
+__all__ = ["print_frame", "read_frame", "stats_app"]
