@@ -95,3 +95,26 @@ def test_hlm_prints_the_lme4_contract() -> None:
     )
     assert bad.exit_code == 2
     assert bad.output.startswith("Error: ")
+
+
+def test_vam_tables_from_the_warehouse(home: Path) -> None:
+    rows = json.loads(
+        runner.invoke(app, ["stats", "vam", "--table", "school", "--home", str(home), "--json"]).output
+    )
+    assert rows
+    assert all(r["lower"] <= r["effect"] <= r["upper"] for r in rows)
+    bad = runner.invoke(app, ["stats", "vam", "--table", "principal", "--home", str(home)])
+    assert bad.exit_code == 2
+
+
+def test_sgp_on_a_sample_of_the_sgp_package_data(tmp_path: Path) -> None:
+    import pandas as pd
+
+    source = Path(__file__).parents[1] / "data" / "sgp" / "sgpData.csv"
+    sample = tmp_path / "wide.csv"
+    pd.read_csv(source).sample(8000, random_state=1).to_csv(sample, index=False)
+    result = runner.invoke(app, ["stats", "sgp", "--data", str(sample), "--max-order", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output)
+    assert 45 <= payload["by"][0]["median_sgp"] <= 55
+    assert sum(r["n"] for r in payload["by"]) > 1000

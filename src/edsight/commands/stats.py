@@ -107,6 +107,64 @@ def hlm(
     typer.echo(f"{crit} {payload['reml_crit']:.4f}, fitted in {payload['seconds']:.2f} s")
 
 
+@stats_app.command("vam")
+@handle_errors
+def vam(
+    table: Annotated[
+        str, typer.Option("--table", help="teacher, teacher_year, school, components or coefficients.")
+    ] = "teacher",
+    covariates: Annotated[
+        str,
+        typer.Option("--covariates", help="Comma-separated extra covariates (default: prior scores only)."),
+    ] = "",
+    level: Annotated[float, typer.Option("--level", min=0.5, max=0.999, help="Interval level.")] = 0.95,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Teacher and school value-added with empirical-Bayes shrinkage, intervals and reliability."""
+    from edsight.config import load_settings
+    from edsight.stats.vam import value_added_tables, vam_frame_from_warehouse
+    from edsight.store.warehouse import Warehouse
+
+    with Warehouse(load_settings(home)).connect(read_only=True) as con:
+        frame = vam_frame_from_warehouse(con)
+    tables = value_added_tables(
+        frame, covariates=[c.strip() for c in covariates.split(",") if c.strip()], level=level
+    )
+    if table not in tables:
+        raise InvalidInput(f"--table {table!r}: expected one of {', '.join(tables)}")
+    print_frame(tables[table], as_json, f"Value-added: {table}")
+
+
+@stats_app.command("sgp")
+@handle_errors
+def sgp(
+    data: Annotated[
+        Path, typer.Option("--data", help="Wide file as the SGP package's: ID, GRADE_<year>, SS_<year>.")
+    ],
+    max_order: Annotated[int, typer.Option("--max-order", min=1, max=3, help="Prior years used.")] = 2,
+    by: Annotated[str, typer.Option("--by", help="Comma-separated columns for median SGPs.")] = "grade_level",
+    as_json: JsonOption = False,
+) -> None:
+    """Student growth percentiles (quantile regression on B-splines of prior scores)."""
+    from edsight.stats.sgp import StudentGrowthPercentiles, sgp_long_from_wide, sgp_summary, sgp_uniformity
+
+    long = sgp_long_from_wide(read_frame(data))
+    model = StudentGrowthPercentiles(max_order=max_order).fit(long)
+    groups = [c.strip() for c in by.split(",") if c.strip()]
+    missing = [c for c in groups if c not in model.sgp_.columns]
+    if missing:
+        raise InvalidInput(f"--by: no column {', '.join(missing)} (have {', '.join(model.sgp_.columns)})")
+    summary = sgp_summary(model.sgp_, groups)
+    uniformity = sgp_uniformity(model.sgp_["sgp"].dropna())
+    if as_json:
+        payload = {"uniformity": uniformity, "by": json.loads(summary.to_json(orient="records"))}
+        typer.echo(json.dumps(payload, indent=2, default=float))
+        return
+    print_frame(summary, False, "Median SGP")
+    typer.echo(json.dumps(uniformity, default=float))
+
+
 @stats_app.command("gaps")
 @handle_errors
 def gaps(
