@@ -118,3 +118,32 @@ def test_sgp_on_a_sample_of_the_sgp_package_data(tmp_path: Path) -> None:
     payload = json.loads(result.output)
     assert 45 <= payload["by"][0]["median_sgp"] <= 55
     assert sum(r["n"] for r in payload["by"]) > 1000
+
+
+def test_plots_from_the_command_line(home: Path, tmp_path: Path) -> None:
+    gaps_png = tmp_path / "gaps.png"
+    result = runner.invoke(
+        app,
+        [
+            "stats",
+            "gaps",
+            "--subgroup",
+            "disability",
+            "--by",
+            "subject",
+            "--home",
+            str(home),
+            "--plot",
+            str(gaps_png),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert gaps_png.read_bytes()[:4] == b"\x89PNG"
+    data = Path(__file__).parents[1] / "data" / "multilevel" / "sleepstudy.csv"
+    hlm = ["stats", "hlm", "--data", str(data), "--formula", "Reaction ~ Days + (Days | Subject)"]
+    no_axes = runner.invoke(app, [*hlm, "--plot", str(tmp_path / "g.svg")])
+    assert no_axes.exit_code == 2
+    assert "--time and --group" in no_axes.output
+    ok = runner.invoke(app, [*hlm, "--plot", str(tmp_path / "g.svg"), "--time", "Days", "--group", "Subject"])
+    assert ok.exit_code == 0, ok.output
+    assert "<svg" in (tmp_path / "g.svg").read_text()

@@ -20,6 +20,7 @@ HomeOption = Annotated[
     Path | None, typer.Option("--home", help="Data home (default: $EDSIGHT_HOME or ./edsight-data).")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+PlotOption = Annotated[Path | None, typer.Option("--plot", help="Also write a figure here (.png or .svg).")]
 DataOption = Annotated[
     Path | None,
     typer.Option("--data", help="CSV or Parquet file to analyse instead of the warehouse."),
@@ -83,6 +84,9 @@ def hlm(
         list[str] | None,
         typer.Option("--levels", help="Factor level order, first = reference: col=a,b,c (repeatable)."),
     ] = None,
+    plot: PlotOption = None,
+    time: Annotated[str | None, typer.Option("--time", help="Time column of growth curves (--plot).")] = None,
+    group: Annotated[str | None, typer.Option("--group", help="Group of growth curves (--plot).")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Linear mixed model in lme4 syntax: fixed effects, variance components, REML criterion."""
@@ -96,6 +100,12 @@ def hlm(
         order[column] = values.split(",")
     result = fit_lmm(read_frame(data), formula, reml=reml, levels=order or None)
     payload = result.to_dict()
+    if plot is not None:
+        if time is None or group is None:
+            raise InvalidInput("--plot draws growth curves: give --time and --group too")
+        from edsight.stats.plots import plot_growth_curves
+
+        plot_growth_curves(result.growth_curves(time=time, group=group), plot, time=time, group=group)
     if as_json:
         typer.echo(json.dumps(payload, indent=2))
         return
@@ -118,6 +128,7 @@ def vam(
         typer.Option("--covariates", help="Comma-separated extra covariates (default: prior scores only)."),
     ] = "",
     level: Annotated[float, typer.Option("--level", min=0.5, max=0.999, help="Interval level.")] = 0.95,
+    plot: PlotOption = None,
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -133,7 +144,13 @@ def vam(
     )
     if table not in tables:
         raise InvalidInput(f"--table {table!r}: expected one of {', '.join(tables)}")
-    print_frame(tables[table], as_json, f"Value-added: {table}")
+    result = tables[table]
+    if plot is not None and {"effect", "lower", "upper"} <= set(result.columns):
+        from edsight.stats.plots import plot_estimates
+
+        label = next(c for c in ("teacher_id", "school_id") if c in result.columns)
+        plot_estimates(result, plot, label=label, title=f"Value-added ({table})")
+    print_frame(result, as_json, f"Value-added: {table}")
 
 
 @stats_app.command("sgp")
@@ -144,6 +161,7 @@ def sgp(
     ],
     max_order: Annotated[int, typer.Option("--max-order", min=1, max=3, help="Prior years used.")] = 2,
     by: Annotated[str, typer.Option("--by", help="Comma-separated columns for median SGPs.")] = "grade_level",
+    plot: PlotOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Student growth percentiles (quantile regression on B-splines of prior scores)."""
@@ -157,6 +175,10 @@ def sgp(
         raise InvalidInput(f"--by: no column {', '.join(missing)} (have {', '.join(model.sgp_.columns)})")
     summary = sgp_summary(model.sgp_, groups)
     uniformity = sgp_uniformity(model.sgp_["sgp"].dropna())
+    if plot is not None:
+        from edsight.stats.plots import plot_sgp_distribution
+
+        plot_sgp_distribution(model.sgp_["sgp"], plot)
     if as_json:
         payload = {"uniformity": uniformity, "by": json.loads(summary.to_json(orient="records"))}
         typer.echo(json.dumps(payload, indent=2, default=float))
@@ -185,6 +207,7 @@ def gaps(
         bool,
         typer.Option("--include-small-cells", help="Keep cells where a group has fewer than 10 students."),
     ] = False,
+    plot: PlotOption = None,
     data: DataOption = None,
     home: HomeOption = None,
     as_json: JsonOption = False,
@@ -209,6 +232,19 @@ def gaps(
     if not include_small_cells:
         result = result[~result["small_cell"].astype(bool)]
     cells = [c.strip() for c in by.split(",") if c.strip()]
+    if plot is not None:
+        from edsight.stats.plots import plot_estimates
+
+        labelled = result.assign(cell=result[[*cells, "focal"]].astype(str).agg(" / ".join, axis=1))
+        plot_estimates(
+            labelled,
+            plot,
+            label="cell",
+            estimate="hedges_g",
+            lower="hedges_g_ci_low",
+            upper="hedges_g_ci_high",
+            title=f"{subgroup} gap (Hedges' g, focal minus reference)",
+        )
     shown = [*cells, "focal", "n_focal", "n_reference", "mean_diff", "hedges_g", "hedges_g_ci_low"]
     shown += ["hedges_g_ci_high", "pct_proficient_gap", "v_statistic"]
     print_frame(result, as_json, f"Gaps by {subgroup}", shown)
@@ -221,6 +257,7 @@ def trends(
         str | None, typer.Option("--subgroup", help="Trend of this subgroup's gap (else: mean scores).")
     ] = None,
     horizon: Annotated[int, typer.Option("--horizon", min=1, max=5, help="Years to forecast.")] = 1,
+    plot: PlotOption = None,
     data: DataOption = None,
     home: HomeOption = None,
     as_json: JsonOption = False,
@@ -238,6 +275,11 @@ def trends(
         gaps_by_year = achievement_gaps(frame, subgroup, by=["subject", "school_year"], level=level)
         result = gap_trends(gaps_by_year, horizon=horizon)
         title = f"Trend of the {subgroup} gap"
+    if plot is not None:
+        from edsight.stats.plots import plot_trend
+
+        series = [c for c in ("subject", "grade_level", "focal") if c in result.columns]
+        plot_trend(result, plot, series=series, title=title)
     shown = ["subject", "grade_level", "focal", "school_year", "is_forecast", "observed", "fitted", "pi_low"]
     shown += ["pi_high", "slope", "slope_se"]
     print_frame(result, as_json, title, shown)
