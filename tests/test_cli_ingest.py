@@ -93,3 +93,17 @@ def test_canvas_api_reads_the_token_from_the_environment(tmp_path: Path) -> None
     payload = json.loads(result.output)
     assert payload["rows_quarantined"] == 0
     assert payload["rows_stored"] > 0
+
+
+def test_features_build_after_loading_canvas_files(tmp_path: Path) -> None:
+    write_canvas(tmp_path / "canvas", 40, seed=6, fmt="csv")
+    home = ["--home", str(tmp_path / "h")]
+    assert runner.invoke(app, ["ingest", "canvas-files", str(tmp_path / "canvas"), *home]).exit_code == 0
+    result = runner.invoke(app, ["features", "build", "--kind", "lms", *home, "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    enrolments = rows["weekly_features_lms"] // 16
+    assert enrolments >= 40 * 3
+    assert rows["labels_lms"] == enrolments * 12
+    bad = runner.invoke(app, ["features", "build", "--kind", "sis", *home])
+    assert bad.exit_code == 2

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from edsight.commands._output import handle_errors, print_counts, print_load, progress
+from edsight.commands.features import features_app
 from edsight.commands.ingest import ingest_app
 from edsight.commands.stats import stats_app
 
@@ -35,6 +36,7 @@ lake_app = typer.Typer(help="Parquet lake: export the warehouse, import it back.
 app.add_typer(generate_app, name="generate")
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(stats_app, name="stats")
+app.add_typer(features_app, name="features")
 app.add_typer(lake_app, name="lake")
 
 HomeOption = Annotated[
