@@ -19,6 +19,7 @@ import typer
 from edsight.commands._output import handle_errors, print_counts, print_load, progress
 from edsight.commands.features import features_app
 from edsight.commands.ingest import ingest_app
+from edsight.commands.models import models_app
 from edsight.commands.stats import stats_app
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ app.add_typer(generate_app, name="generate")
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(stats_app, name="stats")
 app.add_typer(features_app, name="features")
+app.add_typer(models_app, name="models")
 app.add_typer(lake_app, name="lake")
 
 HomeOption = Annotated[
