@@ -318,3 +318,19 @@ def test_several_relations_per_table_keep_their_rows(warehouse: Warehouse) -> No
     assert reports["organization"].rows_read == 2
     assert reports["person"].rows_read == 1
     assert reports["person"].rows_valid == 1
+
+
+def test_a_row_with_a_bad_reference_does_not_shadow_a_valid_duplicate(
+    warehouse: Warehouse, make_batch: Callable[..., Path]
+) -> None:
+    """Found by the reconciliation property: the valid later row wins over the invalid first one."""
+    attendance = [
+        {"person_id": "p1", "school_id": "s9", "date": "2024-09-03", "status": "absent_excused"},
+        {"person_id": "p1", "school_id": "s1", "date": "2024-09-03", "status": "absent_excused"},
+    ]
+    warehouse.load_directory(
+        make_batch(organization=TINY["organization"], person=TINY["person"], attendance=attendance)
+    )
+    assert ids(warehouse, "attendance", "school_id") == ["s1"]
+    (row,) = quarantine(warehouse)
+    assert row[2:4] == (1, "school_id")

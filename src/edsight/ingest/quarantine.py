@@ -10,8 +10,8 @@ foreign-key order, and leaves two kinds of temp tables behind:
 
 Checks, in order: file-level (unknown or missing columns; the whole file is
 quarantined), parse errors (wrong field count), types, required values, allowed
-values and ranges, duplicate keys within the batch (the first row wins), then
-foreign keys against the batch and the warehouse. For every table,
+values and ranges, foreign keys against the batch and the warehouse, then
+duplicate keys within the batch (the first remaining row wins). For every table,
 ``rows_read == rows_valid + rows_quarantined`` holds, and is checked.
 
 SQL here is assembled only from names declared in :mod:`edsight.schema`;
@@ -164,8 +164,10 @@ class BatchValidator:
             self.con.execute(f"CREATE OR REPLACE TEMP TABLE {raw} AS {union}")
             present = {c[0] for c in self.con.execute(f"DESCRIBE {raw}").fetchall()}
             self._cast_and_check(decl, raw, stage, present)
-            self._drop_duplicate_keys(decl, raw, stage)
+            # References first: a row pointing nowhere must not shadow a valid row
+            # with the same key as its "first occurrence".
             self._check_foreign_keys(decl, raw, stage)
+            self._drop_duplicate_keys(decl, raw, stage)
         else:
             self.con.execute(f"CREATE OR REPLACE TEMP TABLE {stage} AS {_empty_select(decl)}")
         (valid,) = self._one(f"SELECT count(*) FROM {stage}")
