@@ -135,7 +135,7 @@ def make_students(rng: np.random.Generator, first_id: int, n: int) -> Students:
     day = rng.integers(0, P.ENROLLMENT_WINDOW_DAYS, size=n).astype(np.int8)
     ability = np.clip(rng.normal(P.ABILITY_MEAN, P.ABILITY_SD, n), P.ABILITY_MIN, P.ABILITY_MAX)
     if P.TIME_MANAGEMENT_BETA != (2.0, 3.0):  # pragma: no cover - guards beta23_ppf's formula
-        raise NotImplementedError("beta23_ppf only implements Beta(2, 3)")
+        raise ValueError("TIME_MANAGEMENT_BETA must be (2, 3): beta23_ppf inverts that Beta only")
     time_management = beta23_ppf(stratified_uniform(rng, n))
     lo, hi = P.PERSISTENCE_RANGE
     persistence = lo + (hi - lo) * stratified_uniform(rng, n)
