@@ -95,3 +95,31 @@ def make_batch(tmp_path: Path) -> Callable[..., Path]:
 @pytest.fixture
 def tiny_batch(make_batch: Callable[..., Path]) -> Path:
     return make_batch("tiny", **TINY)
+
+
+def kill_when_marked(code: str, *args: str, marker: Path, timeout: float = 120.0) -> None:
+    """Run ``python -c code *args``; SIGKILL it as soon as it creates ``marker``.
+
+    The child signals that it reached the point to interrupt by creating the marker
+    file (and then waits); the kill is a real SIGKILL, as a crash or an OOM kill would be.
+    """
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while not marker.exists():
+            assert proc.poll() is None, "the child exited before the kill point"
+            assert time.monotonic() < deadline, "the child never reached the kill point"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL

@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
-import signal
-import subprocess
-import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from tests.conftest import Rows, write_csv
+from tests.conftest import Rows, kill_when_marked, write_csv
 
 from edsight.errors import InvalidInput
 from edsight.ingest.attendance import (
@@ -389,20 +384,7 @@ def test_killing_an_attendance_load_then_rerunning_it(roster: Warehouse, tmp_pat
     path = write_csv(tmp_path / "attendance.csv", rows, ATTENDANCE)
     before = snapshot(roster)
     marker = tmp_path / "marker"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _LOADER, str(roster.settings.home), str(path), str(marker)],
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while not marker.exists():
-            assert proc.poll() is None, "the loader exited before the kill point"
-            assert time.monotonic() < deadline, "the loader never reached the kill point"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    kill_when_marked(_LOADER, str(roster.settings.home), str(path), str(marker), marker=marker)
     assert snapshot(roster) == before
     result = ingest_attendance(roster, path)
     assert (result.rows_stored, result.unchanged, result.rows_quarantined) == (60, 0, 0)

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -21,7 +20,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.conftest import Rows
+from tests.conftest import Rows, kill_when_marked
 
 from edsight.config import Settings
 from edsight.errors import InvalidInput, WarehouseError
@@ -772,17 +771,7 @@ _APPEND_FOREVER = textwrap.dedent(
 
 def test_killing_a_writer_never_leaves_a_line_that_reads_as_an_event(tmp_path: Path) -> None:
     folder, ready = tmp_path / "spool", tmp_path / "ready"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _APPEND_FOREVER, str(folder), str(ready)],
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-    )
-    try:
-        while not ready.exists():
-            assert proc.poll() is None
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait()
+    kill_when_marked(_APPEND_FOREVER, str(folder), str(ready), marker=ready)
     files = list(folder.glob("*.jsonl"))
     assert files
     for path in files:

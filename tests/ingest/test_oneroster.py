@@ -5,20 +5,15 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import textwrap
-import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import Rows, write_csv
+from tests.conftest import Rows, kill_when_marked, write_csv
 
 from edsight.config import Settings
 from edsight.errors import InvalidInput
@@ -813,20 +808,7 @@ def test_killing_a_load_stores_nothing_and_a_rerun_completes_it(
     kill_at = "applied enrollment"
     archive = zip_folder(DATA / "v1p1", tmp_path / "export.zip")
     marker = tmp_path / "marker"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _LOADER, str(warehouse.settings.home), str(archive), kill_at, str(marker)],
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while not marker.exists():
-            assert proc.poll() is None, "the loader exited before the kill point"
-            assert time.monotonic() < deadline, "the loader never reached the kill point"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    kill_when_marked(_LOADER, str(warehouse.settings.home), str(archive), kill_at, str(marker), marker=marker)
     assert empty(warehouse)  # no rows, no cursors, no load_batch row
     result = ingest_oneroster(warehouse, archive)
     assert not result.already_loaded

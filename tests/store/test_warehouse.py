@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import textwrap
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
-from tests.conftest import TINY, write_csv
+from tests.conftest import TINY, kill_when_marked, write_csv
 
 from edsight.config import Settings
 from edsight.errors import WarehouseError
@@ -153,20 +148,7 @@ def test_killing_a_load_leaves_the_previous_state(
     before = snapshot(warehouse)
     batch = _big_batch(tmp_path / "big", 20_000)
     marker = tmp_path / "marker"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _LOADER, str(warehouse.settings.home), str(batch), kill_at, str(marker)],
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while not marker.exists():
-            assert proc.poll() is None, "loader exited before reaching the kill point"
-            assert time.monotonic() < deadline, "loader never reached the kill point"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    kill_when_marked(_LOADER, str(warehouse.settings.home), str(batch), kill_at, str(marker), marker=marker)
     assert snapshot(warehouse) == before
     # The warehouse still works: the same batch loads cleanly afterwards.
     result = warehouse.load_directory(batch)
