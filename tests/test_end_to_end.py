@@ -88,3 +88,7 @@ def test_the_demo_runs_end_to_end(tmp_path: Path) -> None:
         assert 0.08 <= facts["chronic_absence"] <= 0.25
         assert 0.3 <= facts["proficient_math"] <= 0.7
     assert 0.83 <= lms["submission_rate"] <= 0.87
+    early = overview["early_warning"]
+    assert isinstance(early, dict)
+    assert early["rows"] > 3000  # Canvas student-courses only, not K-12 roster sections
+    assert early["baseline_auc"] + 0.05 < early["auc"] < 0.95
