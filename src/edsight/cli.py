@@ -12,11 +12,12 @@ import logging
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from edsight.commands._output import handle_errors, print_counts, print_load, progress
+from edsight.commands._shared import HomeOption, JsonOption, open_warehouse
 from edsight.commands.features import features_app
 from edsight.commands.ingest import ingest_app
 from edsight.commands.models import models_app
@@ -41,12 +42,6 @@ app.add_typer(features_app, name="features")
 app.add_typer(models_app, name="models")
 app.add_typer(lake_app, name="lake")
 
-HomeOption = Annotated[
-    Path | None,
-    typer.Option("--home", help="Data home (default: $EDSIGHT_HOME or ./edsight-data)."),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
-
 
 class FileFormat(StrEnum):
     csv = "csv"
@@ -65,18 +60,11 @@ def main(
     )
 
 
-def _warehouse(home: Path | None) -> Any:
-    from edsight.config import load_settings
-    from edsight.store.warehouse import Warehouse
-
-    return Warehouse(load_settings(home))
-
-
 @app.command()
 @handle_errors
 def init(home: HomeOption = None) -> None:
     """Create the warehouse (a DuckDB file under the data home)."""
-    warehouse = _warehouse(home)
+    warehouse = open_warehouse(home)
     created = warehouse.init()
     word = "Created" if created else "Already present:"
     typer.echo(f"{word} {warehouse.path}")
@@ -144,9 +132,7 @@ def load(
 
     Bad rows are kept in the quarantine table with the file, row, column and reason.
     """
-    warehouse = _warehouse(home)
-    if not warehouse.path.exists():
-        warehouse.init()
+    warehouse = open_warehouse(home, create=True)
     with progress(f"Loading {directory}", as_json) as step:
         result = warehouse.load_directory(directory, force=force, progress=step.message, encoding=encoding)
     print_load(result, as_json)
@@ -158,7 +144,7 @@ def load(
 @handle_errors
 def summary(home: HomeOption = None, as_json: JsonOption = False) -> None:
     """Rows per warehouse table."""
-    counts = _warehouse(home).counts()
+    counts = open_warehouse(home).counts()
     if as_json:
         typer.echo(json.dumps(counts, indent=2))
         return
@@ -181,7 +167,7 @@ def lake_export(
     """Write every non-empty canonical table to OUT/<table>.parquet."""
     from edsight.store.lake import export_lake
 
-    warehouse = _warehouse(home)
+    warehouse = open_warehouse(home)
     target = out or warehouse.settings.lake_path
     counts = export_lake(warehouse, target)
     print_counts(counts, target, as_json)
@@ -195,9 +181,7 @@ def lake_import(
     as_json: JsonOption = False,
 ) -> None:
     """Load a Parquet lake back, through the same validation as any load."""
-    warehouse = _warehouse(home)
-    if not warehouse.path.exists():
-        warehouse.init()
+    warehouse = open_warehouse(home, create=True)
     result = warehouse.load_directory(directory or warehouse.settings.lake_path)
     print_load(result, as_json)
 

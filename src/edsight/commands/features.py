@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
 
 from edsight.commands._output import handle_errors, progress
+from edsight.commands._shared import HomeOption, open_warehouse
 
 features_app = typer.Typer(help="Point-in-time weekly features and labels.", no_args_is_help=True)
 
@@ -25,24 +25,20 @@ def build(
     ] = None,
     horizon: Annotated[int, typer.Option("--horizon", min=1, max=12, help="Label horizon in weeks.")] = 4,
     labels: Annotated[bool, typer.Option("--labels/--no-labels", help="Also build the labels.")] = True,
-    home: Annotated[
-        Path | None, typer.Option("--home", help="Data home (default: $EDSIGHT_HOME or ./edsight-data).")
-    ] = None,
+    home: HomeOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print row counts as JSON.")] = False,
 ) -> None:
     """Rebuild the weekly feature tables (and labels) from what the warehouse holds now."""
-    from edsight.config import load_settings
     from edsight.errors import InvalidInput
     from edsight.features.labels import store_labels
     from edsight.features.weekly import store_features
-    from edsight.store.warehouse import Warehouse
 
     chosen = kind or ["lms", "k12"]
     unknown = [k for k in chosen if k not in ("lms", "k12")]
     if unknown:
         raise InvalidInput(f"--kind {', '.join(unknown)}: expected lms or k12")
     kinds: tuple[Literal["lms", "k12"], ...] = tuple(k for k in ("lms", "k12") if k in chosen)
-    warehouse = Warehouse(load_settings(home))
+    warehouse = open_warehouse(home)
     with progress("Building weekly features", as_json):
         rows = store_features(warehouse, kinds=kinds, as_of=as_of.date() if as_of else None)
         if labels:

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from edsight.commands._output import handle_errors, print_load, progress
+from edsight.commands._shared import HomeOption, JsonOption, open_warehouse
 from edsight.errors import InvalidInput
 
 ingest_app = typer.Typer(
@@ -18,21 +19,7 @@ ingest_app = typer.Typer(
     no_args_is_help=True,
 )
 
-HomeOption = Annotated[
-    Path | None, typer.Option("--home", help="Data home (default: $EDSIGHT_HOME or ./edsight-data).")
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")]
 SourceArg = Annotated[Path, typer.Argument(help="File, folder or zip to read.")]
-
-
-def _warehouse(home: Path | None) -> Any:
-    from edsight.config import load_settings
-    from edsight.store.warehouse import Warehouse
-
-    warehouse = Warehouse(load_settings(home))
-    if not warehouse.path.exists():
-        warehouse.init()
-    return warehouse
 
 
 def _run(title: str, as_json: bool, call: Any) -> None:
@@ -56,7 +43,7 @@ def canvas_files(
 ) -> None:
     """Canvas course files in the seed format (what `edsight generate canvas` writes)."""
 
-    wh = _warehouse(home)
+    wh = open_warehouse(home, create=True)
     _run(
         f"Loading {source}",
         as_json,
@@ -80,7 +67,7 @@ def oneroster(
 
     from edsight.ingest.oneroster import ingest_oneroster
 
-    wh = _warehouse(home)
+    wh = open_warehouse(home, create=True)
     _run(
         f"Ingesting OneRoster {source}",
         as_json,
@@ -103,7 +90,7 @@ def attendance(
 
     from edsight.ingest.attendance import ingest_attendance
 
-    wh = _warehouse(home)
+    wh = open_warehouse(home, create=True)
     _run(
         f"Ingesting attendance {source}",
         as_json,
@@ -124,7 +111,7 @@ def discipline(
 
     from edsight.ingest.attendance import ingest_discipline
 
-    wh = _warehouse(home)
+    wh = open_warehouse(home, create=True)
     _run(
         f"Ingesting discipline {source}",
         as_json,
@@ -143,7 +130,7 @@ def events(
 
     from edsight.ingest.events import ingest_events
 
-    wh = _warehouse(home)
+    wh = open_warehouse(home, create=True)
     _run("Applying live events", as_json, lambda step: ingest_events(wh, spool, progress=step))
 
 
@@ -159,7 +146,7 @@ def nwea_map(
     """NWEA MAP Growth export: a folder, AssessmentResults.csv or ComboStudentAssessment.csv."""
     from edsight.ingest.assessments import ingest_map
 
-    wh = _warehouse(home)
+    wh = open_warehouse(home, create=True)
     _run(
         f"Ingesting MAP {source}",
         as_json,
@@ -180,7 +167,7 @@ def state_tests(
     """Wide yearly state test files, mapped to long form by a YAML column mapping."""
     from edsight.ingest.assessments import ingest_state_tests
 
-    wh = _warehouse(home)
+    wh = open_warehouse(home, create=True)
     _run(
         f"Ingesting state tests {source}",
         as_json,
@@ -202,7 +189,7 @@ def canvas_data2(
     """Canvas Data 2 (DAP) snapshot or incremental export: JSONL/CSV with key.* and value.*."""
     from edsight.ingest.canvas_data2 import ingest_canvas_data2
 
-    wh = _warehouse(home)
+    wh = open_warehouse(home, create=True)
     _run(
         f"Ingesting Canvas Data 2 {source}",
         as_json,
@@ -243,7 +230,7 @@ def canvas_api(
     token = os.environ.get(token_env, "")
     if not token:
         raise InvalidInput(f"environment variable {token_env} is not set or empty (it must hold the token)")
-    wh = _warehouse(home)
+    wh = open_warehouse(home, create=True)
     _run(
         f"Reading Canvas at {url}",
         as_json,

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from edsight.commands._output import handle_errors
+from edsight.commands._shared import HomeOption, JsonOption, open_warehouse
 from edsight.errors import InvalidInput
 
 stats_app = typer.Typer(
@@ -16,10 +17,6 @@ stats_app = typer.Typer(
     no_args_is_help=True,
 )
 
-HomeOption = Annotated[
-    Path | None, typer.Option("--home", help="Data home (default: $EDSIGHT_HOME or ./edsight-data).")
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 PlotOption = Annotated[Path | None, typer.Option("--plot", help="Also write a figure here (.png or .svg).")]
 DataOption = Annotated[
     Path | None,
@@ -45,12 +42,8 @@ def _gap_frame(data: Path | None, home: Path | None) -> Any:
 
     if data is not None:
         return gap_frame_from_frame(read_frame(data))
-    from edsight.config import load_settings
-    from edsight.store.warehouse import Warehouse
 
-    tables = Warehouse(load_settings(home)).frames(
-        ["assessment_result", "student_demographics", "school_enrollment"]
-    )
+    tables = open_warehouse(home).frames(["assessment_result", "student_demographics", "school_enrollment"])
     return gap_frame_from_tables(tables)
 
 
@@ -133,11 +126,9 @@ def vam(
     as_json: JsonOption = False,
 ) -> None:
     """Teacher and school value-added with empirical-Bayes shrinkage, intervals and reliability."""
-    from edsight.config import load_settings
     from edsight.stats.vam import value_added_tables, vam_frame_from_warehouse
-    from edsight.store.warehouse import Warehouse
 
-    with Warehouse(load_settings(home)).connect(read_only=True) as con:
+    with open_warehouse(home).connect(read_only=True) as con:
         frame = vam_frame_from_warehouse(con)
     tables = value_added_tables(
         frame, covariates=[c.strip() for c in covariates.split(",") if c.strip()], level=level
