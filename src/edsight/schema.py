@@ -180,6 +180,10 @@ RISK_TARGETS = (
     "will_miss_assignments",
     "will_dropout",
     "non_graduation",
+    "dropout_1y",
+    "dropout_2y",
+    "non_graduation_1y",
+    "non_graduation_2y",
 )
 
 _CANONICAL_TABLES: tuple[Table, ...] = (
@@ -687,6 +691,37 @@ _SYSTEM_TABLES: tuple[Table, ...] = (
         ),
         ("event_id",),
         description="Live events already applied; a repeated event id is skipped.",
+    ),
+    Table(
+        "alert_delivery",
+        (
+            _c("notification_id"),
+            _c("channel"),
+            _c("recipient", pii=True),
+            _c("alert_ids", "json"),
+            _c("status", allowed=("delivered", "dead")),
+            _c("attempts", "int32", minimum=0),
+            _c("last_error", null=True),
+            _c("updated_at", "timestamp"),
+        ),
+        ("notification_id",),
+        description="Outcome of each alert notification; a delivered one is never sent again.",
+    ),
+    Table(
+        "alert_dead_letter",
+        (
+            _c("notification_id"),
+            _c("channel"),
+            _c("recipient", pii=True),
+            _c("subject"),
+            _c("body"),
+            _c("alert_ids", "json"),
+            _c("payload", "json"),
+            _c("error"),
+            _c("dead_at", "timestamp"),
+        ),
+        ("notification_id",),
+        description="Notifications that ran out of delivery attempts, kept to be sent again.",
     ),
 )
 

@@ -1,1 +1,1 @@
-"""edsight.ops."""
+"""Early-warning operations: daily run, alerts, delivery, interventions."""
