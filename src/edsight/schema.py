@@ -174,6 +174,7 @@ GROWTH_WINDOWS = (
     "SpringToSpring",
 )
 ATTENDANCE_STATUS = ("absent_excused", "absent_unexcused", "tardy", "present")
+INTERVENTION_OUTCOMES = ("improved", "no_change", "worsened", "withdrawn", "transferred")
 RISK_TARGETS = (
     "will_fail_academically",
     "will_disengage",
@@ -450,11 +451,25 @@ _CANONICAL_TABLES: tuple[Table, ...] = (
             _c("end_date", "date", null=True),
             _c("owner_id", null=True),
             _c("status", allowed=("recommended", "assigned", "active", "closed")),
-            _c("outcome", null=True),
+            _c("outcome", null=True, allowed=INTERVENTION_OUTCOMES),
+            _c("reason_codes", "json", null=True),
         ),
         ("intervention_id",),
         (_person(),),
         "Supports given to a student, tracked to an outcome.",
+    ),
+    Table(
+        "intervention_note",
+        (
+            _c("intervention_id"),
+            _c("noted_at", "timestamp"),
+            _c("author_id"),
+            _c("status", allowed=("recommended", "assigned", "active", "closed")),
+            _c("note", null=True, pii=True),
+        ),
+        ("intervention_id", "noted_at"),
+        (_fk("intervention_id", "intervention", "intervention_id"),),
+        "Case log of an intervention: each status change and note, by whom.",
     ),
     Table(
         "risk_score",
