@@ -53,6 +53,7 @@ def test_effect_sizes_match_borenstein_worked_example() -> None:
     row = achievement_gaps(frame, "economically_disadvantaged", by=["cell"], level=None).iloc[0]
     assert row["n_focal"] == 50
     assert row["n_reference"] == 50
+    assert row["n"] == 100  # students behind the cell's estimates, for small-cell suppression
     assert row["mean_diff"] == pytest.approx(3.0)
     assert row["cohens_d"] == pytest.approx(0.5970, abs=5e-5)
     assert row["cohens_d_se"] ** 2 == pytest.approx(0.0418, abs=5e-5)

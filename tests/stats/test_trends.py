@@ -23,6 +23,23 @@ def test_exact_line_is_recovered_and_extrapolated() -> None:
     assert out["pi_high"].iloc[-1] - out["pi_low"].iloc[-1] == pytest.approx(0.0, abs=1e-9)
 
 
+def test_count_column_is_carried_as_n_and_forecasts_take_the_smallest_year() -> None:
+    frame = pd.DataFrame(
+        {
+            "school_year": [2019, 2020, 2021, 2019, 2020, 2021],
+            "series": ["a", "a", "a", "b", "b", "b"],
+            "gap": [-0.5, -0.45, -0.42, 0.1, 0.2, 0.25],
+            "students": [40, 12, 55, 300, 310, 290],
+        }
+    )
+    out = linear_trend(frame, value="gap", by=["series"], horizon=1, count="students")
+    a = out[out["series"] == "a"]
+    assert a["n"].tolist() == [40, 12, 55, 12]
+    b = out[out["series"] == "b"]
+    assert b["n"].iloc[-1] == 290
+    assert "n" not in linear_trend(frame, value="gap", by=["series"]).columns
+
+
 def test_unweighted_intervals_match_textbook_formulas() -> None:
     x = np.array([2016, 2017, 2018, 2019, 2020, 2021.0])
     y = np.array([3.1, 2.2, 3.9, 4.4, 4.0, 5.6])
@@ -97,6 +114,7 @@ def test_district_gap_and_mean_trends() -> None:
     )
     trend = gap_trends(gaps, horizon=1)
     assert len(trend) == 2 * 5
+    assert (trend["n"] >= 1000).all()  # students behind each gap, for small-cell suppression
     for subject in ("math", "reading"):
         part = trend[trend["subject"] == subject]
         observed = part[~part["is_forecast"]]
@@ -113,6 +131,7 @@ def test_district_gap_and_mean_trends() -> None:
     assert set(means["grade_level"].dropna()) == {3, 4, 5, 6, 7, 8, 10}
     observed = means[~means["is_forecast"]]
     assert (observed["n"] > 300).all()
+    assert (means.loc[means["is_forecast"], "n"] > 300).all()
     # the vertical scale rises about 40/85 SD a grade, so grade means are ordered ...
     by_grade = observed.groupby("grade_level")["observed"].mean().sort_index()
     assert (np.diff(by_grade.to_numpy()) > 0.3).all()

@@ -53,6 +53,9 @@ _NEEDED: dict[str, tuple[str, ...]] = {
     "enrollment": ("section_id", "person_id", "role", "start_date", "end_date"),
     "term": ("term_id", "school_year", "end_date"),
 }
+#: Columns used when present: the score's reported standard error of measurement lets the
+#: adjustment regression correct for measurement error in the prior scores.
+_OPTIONAL: dict[str, tuple[str, ...]] = {"assessment_result": ("sem",)}
 
 
 def _plain(df: pd.DataFrame, table: str) -> pd.DataFrame:
@@ -60,11 +63,12 @@ def _plain(df: pd.DataFrame, table: str) -> pd.DataFrame:
     missing = [c for c in _NEEDED[table] if c not in df.columns]
     if missing:
         raise InvalidInput(f"table {table}: missing column(s) {', '.join(missing)}")
-    out = df.loc[:, list(_NEEDED[table])].copy()
+    cols = [*_NEEDED[table], *(c for c in _OPTIONAL.get(table, ()) if c in df.columns)]
+    out = df.loc[:, cols].copy()
     for col in out.columns:
         if col.endswith("_date"):
             out[col] = pd.to_datetime(out[col].astype("object"), errors="coerce")
-        elif col in ("school_year", "grade_level") or col == "scale_score":
+        elif col in ("school_year", "grade_level", "scale_score", "sem"):
             out[col] = pd.to_numeric(out[col], errors="coerce").astype("float64")
         else:
             out[col] = out[col].astype("object")
@@ -96,6 +100,9 @@ def vam_frame_from_tables(
         ["person_id", "subject", "school_year"], keep="last"
     )
     scores = scores.rename(columns={"scale_score": "score"})
+    score_cols = ["person_id", "school_year", "subject", "grade_level", "score"]
+    if "sem" in scores.columns and scores["sem"].notna().any():
+        score_cols.append("sem")
 
     section = _plain(tables["section"], "section")
     course = _plain(tables["course"], "course")
@@ -133,9 +140,7 @@ def vam_frame_from_tables(
     ).drop_duplicates(["person_id", "school_year", "test_subject"], keep="first")
     links = links.rename(columns={"test_subject": "subject"}).drop(columns="days")
 
-    frame = scores[["person_id", "school_year", "subject", "grade_level", "score"]].merge(
-        links, on=["person_id", "school_year", "subject"], how="left"
-    )
+    frame = scores[score_cols].merge(links, on=["person_id", "school_year", "subject"], how="left")
     if demographics and "student_demographics" in tables:
         demo = tables["student_demographics"].copy()
         keep = [
@@ -169,17 +174,34 @@ def add_prior_scores(frame: pd.DataFrame, subjects: list[str], lags: int = 2) ->
     """Attach ``prior_<subject>`` (previous school year's score, standardised within
     subject, year and grade) for every subject, matched on person and year - 1, and
     ``prior<k>_<subject>`` for year - k up to ``lags``: a second prior year averages out
-    much of the measurement error of a single prior score."""
-    z = frame[["person_id", "school_year", "subject", "grade_level", "score"]].copy()
+    much of the measurement error of a single prior score.
+
+    When ``frame`` has a ``sem`` column (the score's standard error of measurement), each
+    prior also gets ``sem_<prior column>`` on the same standardised scale, which the
+    adjustment regression uses to correct for measurement error in the priors.
+    """
+    has_sem = "sem" in frame.columns
+    cols = ["person_id", "school_year", "subject", "grade_level", "score", *(["sem"] if has_sem else [])]
+    z = frame[cols].copy()
     grp = z.groupby(["subject", "school_year", "grade_level"], dropna=False)["score"]
     sd = grp.transform("std").replace(0.0, np.nan)
     z["z"] = (z["score"] - grp.transform("mean")) / sd
-    wide = z.pivot_table(index=["person_id", "school_year"], columns="subject", values="z", aggfunc="first")
-    wide = wide.reindex(columns=subjects)
+    values = ["z"]
+    if has_sem:
+        z["zsem"] = pd.to_numeric(z["sem"], errors="coerce").astype("float64") / sd
+        values.append("zsem")
+    wide = z.pivot_table(
+        index=["person_id", "school_year"], columns="subject", values=values, aggfunc="first"
+    )
     out = frame
     for lag in range(1, lags + 1):
-        w = wide.copy()
-        w.columns = [f"prior_{s}" if lag == 1 else f"prior{lag}_{s}" for s in subjects]
+        names = [f"prior_{s}" if lag == 1 else f"prior{lag}_{s}" for s in subjects]
+        w = pd.DataFrame(wide["z"]).reindex(columns=subjects)
+        w.columns = names
+        if has_sem:
+            e = pd.DataFrame(wide["zsem"]).reindex(columns=subjects)
+            e.columns = [f"sem_{n}" for n in names]
+            w = w.join(e)
         w = w.reset_index()
         w["school_year"] = w["school_year"] + lag
         out = out.merge(w, on=["person_id", "school_year"], how="left")

@@ -148,6 +148,9 @@ def achievement_gaps(
     out["reference"] = pd.Series([reference] * len(out), index=out.index, dtype=object)
     out["n_focal"] = n_f.astype(np.int64)
     out["n_reference"] = n_r.astype(np.int64)
+    # n: students behind the cell's estimates (both groups), the count suppression reads;
+    # small_cell flags the smaller group.
+    out["n"] = (n_f + n_r).astype(np.int64)
     out["small_cell"] = np.minimum(n_f, n_r) < SMALL_CELL_N
     out["mean_focal"] = wide["mean_f"].to_numpy(dtype=float)
     out["mean_reference"] = wide["mean_r"].to_numpy(dtype=float)

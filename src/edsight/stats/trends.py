@@ -96,6 +96,7 @@ def linear_trend(
     by: Sequence[str] = (),
     horizon: int = 1,
     conf_level: float = 0.95,
+    count: str | None = None,
 ) -> pd.DataFrame:
     """Fit a (weighted) linear trend of ``value`` over ``time`` per group and forecast ``horizon`` steps.
 
@@ -104,7 +105,9 @@ def linear_trend(
     forecast years ``max(time) + 1 .. max(time) + horizon`` with ``is_forecast``), with
     the fitted line, its confidence interval (``ci_*``), the prediction interval for a new
     observation (``pi_*``) and the group's slope per time unit. Groups with fewer than three
-    distinct years get NaN intervals (no residual df).
+    distinct years get NaN intervals (no residual df). ``count`` names a column with the
+    number of students behind each yearly value; it is carried to the output as ``n`` (for
+    small-cell suppression), forecast rows taking the group's smallest yearly count.
     """
     if horizon < 0:
         raise InvalidInput(f"horizon must be >= 0, got {horizon}")
@@ -113,7 +116,7 @@ def linear_trend(
     if not 0.0 < conf_level < 1.0:
         raise InvalidInput(f"conf_level must lie in (0, 1), got {conf_level}")
     by = list(by)
-    extra = [c for c in (se, weight) if c is not None]
+    extra = [c for c in (se, weight, count) if c is not None and c != value]
     require_columns(frame, [*by, time, value, *extra], "trend frame")
     data = frame[[*by, time, value, *extra]].dropna(subset=[time, value])
     if se is not None:
@@ -159,11 +162,15 @@ def linear_trend(
                 "n_years": len(t),
             }
         )
+        if count is not None:
+            counts = part[count].to_numpy(dtype=float)
+            low = counts.min() if len(counts) else np.nan
+            out["n"] = np.r_[counts, np.full(future.size, low)]
         for name, val in zip(by, key_t, strict=True):
             out.insert(by.index(name), name, pd.Series([val] * len(out), dtype=object))
         pieces.append(out)
     if not pieces:
-        return pd.DataFrame(columns=[*by, time, *TREND_COLUMNS])
+        return pd.DataFrame(columns=[*by, time, *TREND_COLUMNS, *(["n"] if count is not None else [])])
     result = pd.concat(pieces, ignore_index=True)
     if frame[time].dtype.kind in "iu" or str(frame[time].dtype).lower().startswith("int"):
         result[time] = result[time].round().astype("int64")
@@ -187,7 +194,8 @@ def gap_trends(
     """
     require_columns(gaps, ["school_year", value], "gap table")
     data = gaps[~gaps["small_cell"].astype(bool)] if "small_cell" in gaps.columns else gaps
-    return linear_trend(data, value=value, se=se, by=by, horizon=horizon, conf_level=conf_level)
+    count = "n" if "n" in gaps.columns else None
+    return linear_trend(data, value=value, se=se, by=by, horizon=horizon, conf_level=conf_level, count=count)
 
 
 def mean_score_trends(
@@ -201,7 +209,8 @@ def mean_score_trends(
     """Yearly mean score per group (with SE = SD / sqrt(n)) and its linear trend and forecast.
 
     ``frame`` is a gap frame (one score per row, a ``school_year`` column), e.g. from
-    :func:`edsight.stats.gaps.gap_frame_from_tables`. The result adds ``n`` per year.
+    :func:`edsight.stats.gaps.gap_frame_from_tables`. The result adds ``n`` per year (forecast
+    rows: the group's smallest yearly ``n``).
     """
     by = list(by)
     require_columns(frame, [*by, "school_year", score], "score frame")
@@ -213,8 +222,6 @@ def mean_score_trends(
         .rename(columns={"size": "n", "mean": "mean_score"})
     )
     yearly["mean_se"] = yearly["std"] / np.sqrt(yearly["n"])
-    trend = linear_trend(
-        yearly, value="mean_score", se="mean_se", by=by, horizon=horizon, conf_level=conf_level
+    return linear_trend(
+        yearly, value="mean_score", se="mean_se", by=by, horizon=horizon, conf_level=conf_level, count="n"
     )
-    ns = yearly[[*by, "school_year", "n"]]
-    return trend.merge(ns.astype({c: object for c in by}), on=[*by, "school_year"], how="left")

@@ -32,6 +32,7 @@ import pandas as pd
 
 from edsight.errors import InvalidInput
 from edsight.stats._vam_drift import autocovariance, drift_blp
+from edsight.stats._vam_eiv import Term, correction, within_ols
 from edsight.stats._vam_frame import (
     COURSE_TO_TEST_SUBJECT,
     FRAME_COLUMNS,
@@ -39,6 +40,7 @@ from edsight.stats._vam_frame import (
     vam_frame_from_tables,
     vam_frame_from_warehouse,
 )
+from edsight.stats._vam_school import school_effects
 
 __all__ = [
     "COURSE_TO_TEST_SUBJECT",
@@ -192,27 +194,17 @@ class ValueAddedModel:
             mu = np.bincount(cell, weights=y, minlength=k) / cnt
             sd = np.sqrt(np.bincount(cell, weights=(y - mu[cell]) ** 2, minlength=k) / np.maximum(cnt - 1, 1))
             y = (y - mu[cell]) / np.where(sd > 0, sd, 1.0)[cell]
-        p = rows[same].to_numpy(float)
-        cols = [p, p**2, p**3]
-        names = [same, f"{same}^2", f"{same}^3"]
-        extra = [f"prior_{o}" for o in subjects if o != subject]
-        extra += sorted(c for c in rows.columns if c.startswith("prior") and c[5:6].isdigit())
-        for name in extra:
-            v = rows[name].to_numpy(float)
-            miss = np.isnan(v)
-            if miss.all():
-                continue
-            cols += [np.where(miss, 0.0, v), miss.astype(float)]
-            names += [name, f"{name}_missing"]
-        cov, cov_names = _covariate_matrix(rows, self.covariates)
-        x = np.column_stack([*cols, cov]) if cov.shape[1] else np.column_stack(cols)
-        names += cov_names
+        terms, names = self._design(rows, subject, subjects)
+        x = np.column_stack([t.column() for t in terms])
         n_x = x.shape[1]
         cell_dummies = np.eye(int(cell.max()) + 1)[cell][:, 1:]
         ty_code = _codes(rows["teacher_id"], rows["school_year"])
         xd = _demean(np.column_stack([x, cell_dummies]), ty_code)
         yd = _demean(y, ty_code)
-        beta = np.linalg.lstsq(xd, yd, rcond=None)[0][:n_x]
+        noisy = [j for j, t in enumerate(terms) if t.s2 is not None]
+        corr = correction([terms[j] for j in noisy], ty_code) if noisy else None
+        beta, corrected = within_ols(xd, yd, noisy, corr)
+        beta = beta[:n_x]
         r = y - x @ beta
         r = _demean(r, cell)
         rows = rows.assign(outcome=y, residual=r)
@@ -246,7 +238,7 @@ class ValueAddedModel:
             means[["teacher_id", "school_year", "n", "rbar"]], on=["teacher_id", "school_year"]
         )
         ty = ty.merge(main_school, on=["teacher_id", "school_year"], how="left")
-        school = self._schools(rows, sigma2, z)
+        school = school_effects(rows, r_within, sigma2, len(r) / dof, z)
         school["subject"] = subject
 
         # A teacher's school is where they taught most students; within-school effect is
@@ -266,6 +258,10 @@ class ValueAddedModel:
             how="left",
         )
         teacher["effect_within_school"] = teacher["effect"] - teacher["school_effect"].fillna(0.0)
+        # n: distinct students behind each published estimate (for small-cell suppression);
+        # ``students`` counts student-years.
+        distinct = rows.groupby("teacher_id")["person_id"].nunique().rename("n")
+        teacher = teacher.merge(distinct, left_on="teacher_id", right_index=True, how="left")
         for tab, se_from in ((ty, "effect_var"), (teacher, "effect_var")):
             tab["se"] = np.sqrt(tab[se_from])
             tab["lower"] = tab["effect"] - z * tab["se"]
@@ -273,12 +269,14 @@ class ValueAddedModel:
             tab["subject"] = subject
         ty["forecast_se"] = np.sqrt(ty["forecast_var"])
         ty = ty.rename(columns={"rbar": "raw_mean", "n": "students"})
+        ty["n"] = ty["students"]
         ty = ty[
             [
                 "subject",
                 "teacher_id",
                 "school_year",
                 "school_id",
+                "n",
                 "students",
                 "raw_mean",
                 "effect",
@@ -296,6 +294,7 @@ class ValueAddedModel:
                 "teacher_id",
                 "school_id",
                 "years",
+                "n",
                 "students",
                 "raw_mean",
                 "effect",
@@ -308,22 +307,25 @@ class ValueAddedModel:
         ]
         comp: dict[str, object] = {
             "subject": subject,
+            "n": int(rows["person_id"].nunique()),
             "students": len(rows),
             "teachers": int(teacher.shape[0]),
             "teacher_years": int(ty.shape[0]),
             "schools": int(school.shape[0]),
             "sigma2_within": sigma2,
+            "prior_error_correction": corrected,
             "sd_teacher_year": float(np.sqrt(acov[0])),
             "sd_teacher_persistent": float(np.sqrt(acov[-1])) if n_years > 1 else float("nan"),
             "autocovariance": [float(a) for a in acov],
             "autocorrelation": [float(a / acov[0]) for a in acov],
             "pairs": [int(p) for p in pairs],
             "sd_school": float(school.attrs.get("sd_school", float("nan"))),
+            "student_lag_correlation": school.attrs.get("student_lag_correlation", []),
             "mean_reliability_teacher_year": float(ty["reliability"].mean()),
             "mean_reliability_teacher": float(teacher["reliability"].mean()),
             "mean_reliability_school": float(school["reliability"].mean()),
         }
-        coef = pd.DataFrame({"subject": subject, "term": names, "estimate": beta})
+        coef = pd.DataFrame({"subject": subject, "term": names, "estimate": beta, "n": comp["n"]})
         keep = [
             "subject",
             "person_id",
@@ -343,64 +345,36 @@ class ValueAddedModel:
         )
         return ty, teacher, school, comp, coef, rows[keep]
 
-    def _schools(self, rows: pd.DataFrame, sigma2: float, z: float) -> pd.DataFrame:
-        """Shrunken school effects: the school's mean residual over all its students and years.
+    def _design(self, rows: pd.DataFrame, subject: str, subjects: list[str]) -> tuple[list[Term], list[str]]:
+        """Adjustment terms: cubic in the same-subject prior, the other priors (0 plus a
+        missing indicator when absent) and the demographic covariates. Priors with a
+        ``sem_<prior>`` column are marked error-prone for the measurement-error correction."""
 
-        The target is the school's whole contribution with the staff it had (its teachers'
-        effects included), so the sampling variance is the student-level ``sigma2 / n``; the
-        between-school variance is the Paule-Mandel moment estimate, which is not thrown off by
-        a few schools with a handful of tested students (a high school has almost no students
-        with a prior-year score in the same subject).
-        """
-        sch = rows.groupby("school_id", as_index=False).agg(
-            raw_mean=("residual", "mean"), n=("residual", "size"), k=("teacher_id", "nunique")
-        )
-        m = sch["raw_mean"].to_numpy(float)
-        var = sigma2 / sch["n"].to_numpy(float)
-        tau2 = _paule_mandel(m, var)
-        w = 1.0 / (tau2 + var)
-        mu = float(np.sum(w * m) / np.sum(w))
-        shrink = tau2 / (tau2 + var)
-        eff = mu + shrink * (m - mu)
-        post = tau2 * var / (tau2 + var) + (1 - shrink) ** 2 / np.sum(w)
-        out = pd.DataFrame(
-            {
-                "school_id": sch["school_id"],
-                "students": sch["n"].astype(np.int64),
-                "teachers": sch["k"].astype(np.int64),
-                "raw_mean": m,
-                "effect": eff,
-                "se": np.sqrt(post),
-                "lower": eff - z * np.sqrt(post),
-                "upper": eff + z * np.sqrt(post),
-                "reliability": shrink,
-            }
-        )
-        out.attrs["sd_school"] = float(np.sqrt(tau2))
-        return out
+        def s2_of(name: str, miss: np.ndarray) -> np.ndarray | None:
+            col = f"sem_{name}"
+            if col not in rows.columns:
+                return None
+            e = pd.to_numeric(rows[col], errors="coerce").to_numpy(float)
+            return np.where(miss | np.isnan(e), 0.0, e**2)
 
-
-def _paule_mandel(m: np.ndarray, var: np.ndarray) -> float:
-    """Between-group variance tau2 solving sum w (m - mu_w)^2 = K - 1, w = 1 / (tau2 + var)."""
-    k = len(m)
-    if k < 2:
-        return 0.0
-
-    def q(t2: float) -> float:
-        w = 1.0 / (t2 + var)
-        mu = np.sum(w * m) / np.sum(w)
-        return float(np.sum(w * (m - mu) ** 2) - (k - 1))
-
-    if q(0.0) <= 0:
-        return 0.0
-    lo, hi = 0.0, float(np.var(m)) * 10 + float(np.max(var))
-    for _ in range(100):  # q is decreasing in tau2: bisection is safe
-        mid = 0.5 * (lo + hi)
-        if q(mid) > 0:
-            lo = mid
-        else:
-            hi = mid
-    return 0.5 * (lo + hi)
+        same = f"prior_{subject}"
+        p = rows[same].to_numpy(float)
+        s2 = s2_of(same, np.zeros(len(p), dtype=bool))
+        terms = [Term(p, same, k, s2) for k in (1, 2, 3)]
+        names = [same, f"{same}^2", f"{same}^3"]
+        extra = [f"prior_{o}" for o in subjects if o != subject]
+        extra += sorted(c for c in rows.columns if c.startswith("prior") and c[5:6].isdigit())
+        for name in extra:
+            v = rows[name].to_numpy(float)
+            miss = np.isnan(v)
+            if miss.all():
+                continue
+            terms += [Term(np.where(miss, 0.0, v), name, 1, s2_of(name, miss)), Term(miss.astype(float))]
+            names += [name, f"{name}_missing"]
+        cov, cov_names = _covariate_matrix(rows, self.covariates)
+        terms += [Term(cov[:, j]) for j in range(cov.shape[1])]
+        names += cov_names
+        return terms, names
 
 
 def value_added_tables(
