@@ -19,8 +19,11 @@ import typer
 from edsight.commands._output import handle_errors, print_counts, print_load, progress
 from edsight.commands._shared import HomeOption, JsonOption, open_warehouse
 from edsight.commands.features import features_app
+from edsight.commands.governance import accounts_app, audit_app, governance_app
 from edsight.commands.ingest import ingest_app
 from edsight.commands.models import models_app
+from edsight.commands.ops import replay as replay_command
+from edsight.commands.ops import run_daily as run_daily_command
 from edsight.commands.stats import stats_app
 
 if TYPE_CHECKING:
@@ -41,6 +44,11 @@ app.add_typer(stats_app, name="stats")
 app.add_typer(features_app, name="features")
 app.add_typer(models_app, name="models")
 app.add_typer(lake_app, name="lake")
+app.add_typer(accounts_app, name="accounts")
+app.add_typer(audit_app, name="audit")
+app.add_typer(governance_app, name="governance")
+app.command("run-daily")(run_daily_command)
+app.command("replay")(replay_command)
 
 
 class FileFormat(StrEnum):
