@@ -10,9 +10,19 @@ import pandas as pd
 import pytest
 
 from edsight.errors import InvalidInput
-from edsight.stats._mixed_formula import model_matrix
-from edsight.stats._mixed_pls import PlsProblem, theta_to_factors
-from edsight.stats.mixed import LinearMixedModel, LmmResult, _blocks, criterion_function, fit_lmm
+from edsight.stats._mixed_formula import Coding, model_matrix, parse_formula
+from edsight.stats._mixed_nested import NestedPls
+from edsight.stats._mixed_pls import PlsProblem, theta_lower, theta_to_factors
+from edsight.stats.mixed import (
+    LinearMixedModel,
+    LmmResult,
+    _blocks,
+    _validate,
+    criterion_function,
+    fit_lmm,
+    pls_problem,
+)
+from edsight.stats.plots import plot_growth_curves
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "multilevel"
 REF = json.loads((DATA / "lme4_reference.json").read_text())
@@ -287,3 +297,127 @@ def test_rank_deficient_design_is_invalid_input() -> None:
     frame["Days2"] = frame["Days"] * 2
     with pytest.raises(InvalidInput, match="rank deficient"):
         fit_lmm(frame, "Reaction ~ Days + Days2 + (1 | Subject)")
+
+
+def _district_data(seed: int) -> pd.DataFrame:
+    """Unbalanced students within schools within districts, ids shuffled (not in parent order)."""
+    rng = np.random.default_rng(seed)
+    n_students = 120
+    school_of = rng.integers(0, 14, n_students)  # some schools have one student, some none
+    district_of_school = rng.integers(0, 4, 14)
+    visits = rng.integers(1, 6, n_students)  # 1 to 5 observations per student
+    student = np.repeat(rng.permutation(n_students), visits)
+    n = len(student)
+    x = rng.normal(size=n)
+    z = rng.normal(size=n)
+    school = school_of[student]
+    y = 3 + 2 * x + rng.normal(size=n) + (student % 7) * 0.3 * (1 + x) + (school % 3) * (1 - x)
+    return pd.DataFrame(
+        {"y": y, "x": x, "z": z, "student": student, "school": school, "district": district_of_school[school]}
+    )
+
+
+def _problems(frame: pd.DataFrame, formula: str, reml: bool) -> tuple[NestedPls | PlsProblem, PlsProblem]:
+    spec = parse_formula(formula)
+    data = _validate(frame, spec, formula)
+    coding = Coding.from_data(data, spec.variables()[1:], None)
+    x, _ = model_matrix(spec.fixed, data, coding)
+    y = data[spec.response].to_numpy(dtype=float)
+    blocks, _ = _blocks(data, spec, coding)
+    return pls_problem(blocks, x, y, reml=reml), PlsProblem(blocks, x, y, reml=reml)
+
+
+@pytest.mark.parametrize("reml", [True, False])
+@pytest.mark.parametrize(
+    "formula",
+    [
+        "y ~ x + (1 + x | school/student)",
+        "y ~ x + z + (1 | district) + (1 + x | district:school) + (1 + x + z | district:school:student)",
+        "y ~ x + (1 | district/school/student)",
+        "y ~ x + (x || student)",  # two terms on the same factor: a chain of equal levels
+        "y ~ x + (1 + x + z | student)",
+    ],
+)
+def test_nested_path_equals_general_path(formula: str, reml: bool) -> None:
+    nested, general = _problems(_district_data(7), formula, reml)
+    assert isinstance(nested, NestedPls)
+    rng = np.random.default_rng(1)
+    lower = theta_lower(nested.blocks)
+    thetas = [np.where(lower == 0, 1.0, 0.0), *np.abs(rng.normal(size=(2, len(lower)))) * 0.8]
+    thetas.append(np.where(lower == 0, 0.0, 0.3))  # every variance on its bound: singular T
+    thetas[1] = np.where(lower == 0, thetas[1], -thetas[1])  # negative off-diagonals
+    for theta in thetas:
+        assert nested.objective(theta) == pytest.approx(general.objective(theta), rel=1e-11, abs=1e-8)
+        fn, fg = nested.factorize(theta), general.factorize(theta)
+        beta_n, b_n, cov_n = nested.solve(fn)
+        beta_g, b_g, cov_g = general.solve(fg)
+        np.testing.assert_allclose(beta_n, beta_g, rtol=1e-8, atol=1e-9)
+        np.testing.assert_allclose(cov_n, cov_g, rtol=1e-8, atol=1e-12)
+        for mine, theirs in zip(b_n, b_g, strict=True):
+            np.testing.assert_allclose(mine, theirs, atol=1e-8)
+        s2 = general.sigma2(fg)
+        assert nested.sigma2(fn) == pytest.approx(s2, rel=1e-10)
+        for mine, theirs in zip(nested.cond_var(fn, s2), general.cond_var(fg, s2), strict=True):
+            np.testing.assert_allclose(mine, theirs, atol=1e-9)
+
+
+def test_crossed_design_takes_the_general_path() -> None:
+    frame = _district_data(3)
+    frame["teacher"] = np.random.default_rng(0).integers(0, 9, len(frame))
+    crossed, _ = _problems(frame, "y ~ x + (1 | student) + (1 | teacher)", True)
+    assert type(crossed) is PlsProblem
+    # a school's students taught by a teacher of another school: not nested either way
+    nested, _ = _problems(frame, "y ~ x + (1 | student) + (1 | school)", True)
+    assert isinstance(nested, NestedPls)
+    result = fit_lmm(frame, "y ~ x + (1 | student) + (1 | teacher)")
+    assert result.converged
+    assert result.varcorr()["grp"].tolist() == ["student", "teacher", "Residual"]
+
+
+def test_nested_fit_is_a_minimum_and_matches_the_general_criterion() -> None:
+    frame = _district_data(11)
+    formula = "y ~ x + (1 | district) + (1 + x | district:school/student)"
+    result = fit_lmm(frame, formula)
+    nested, general = _problems(frame, formula, True)
+    assert general.objective(result.theta) == pytest.approx(result.criterion, abs=1e-8)
+    lower = theta_lower(nested.blocks)
+    rng = np.random.default_rng(2)
+    for d in [*np.eye(len(result.theta)), *rng.normal(size=(4, len(result.theta)))]:
+        for h in (1e-3, 1e-2):
+            for sign in (1.0, -1.0):
+                cand = result.theta + sign * h * d / np.linalg.norm(d)
+                if (cand < lower).any():
+                    continue
+                assert general.objective(cand) >= result.criterion - 1e-6
+
+
+def test_growth_curves_plot_per_student_and_per_school(growth: LmmResult, tmp_path: Path) -> None:
+    students = growth.growth_curves(time="time", group="student:school", times=[0.0, 2.0, 4.0])
+    # the interaction's level label is a column, so the table plots by that group
+    assert students.columns[0] == "student:school"
+    first = students.iloc[0]
+    assert first["student:school"] == f"{int(first['student'])}:{int(first['school'])}"
+    png = plot_growth_curves(students, tmp_path / "students.png", time="time", group="student:school")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    schools = growth.growth_curves(time="time", group="school")
+    assert "school:student" not in schools.columns
+    svg = plot_growth_curves(schools, tmp_path / "schools.svg", time="time", group="school").read_text()
+    assert "<svg" in svg
+    # empirical-Bayes intervals: a school curve's interval is narrower than its students'
+    sc = schools[schools["time"] == 4.0].set_index("school")["se"]
+    st = students[students["time"] == 4.0].groupby("school")["se"].median()
+    assert (sc.loc[st.index] < st).all()
+
+
+def test_solvers_give_the_same_fit() -> None:
+    frame = _simulate_growth(30, 8, 4, seed=5)
+    nested = fit_lmm(frame, GROWTH)
+    general = fit_lmm(frame, GROWTH, solver="general")
+    assert nested.criterion == pytest.approx(general.criterion, abs=1e-6)
+    assert nested.fixef == pytest.approx(general.fixef, abs=1e-4)
+    np.testing.assert_allclose(nested.varcorr()["vcov"], general.varcorr()["vcov"], rtol=1e-3, atol=1e-6)
+    with pytest.raises(InvalidInput, match="solver must be one of"):
+        fit_lmm(frame, GROWTH, solver="cholmod")
+    frame["teacher"] = np.arange(len(frame)) % 7
+    with pytest.raises(InvalidInput, match="nested in the next coarser"):
+        fit_lmm(frame, "score ~ time + (1 | student) + (1 | teacher)", solver="nested")

@@ -294,9 +294,14 @@ def group_codes(data: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarra
         col = data[factors[0]]
         levels = factor_levels(col)
         lookup = {lev: i for i, lev in enumerate(levels)}
-        text = _as_text(col)
-        uniq, inverse = np.unique(text, return_inverse=True)
-        codes = np.array([lookup[u] for u in uniq], dtype=np.int64)[inverse]
+        if pd.api.types.is_bool_dtype(col):
+            uniq, inverse = np.unique(_as_text(col), return_inverse=True)
+            return np.array([lookup[u] for u in uniq], dtype=np.int64)[inverse], levels
+        # factorize the raw values and convert only the distinct ones to text (1M rows, 200k ids)
+        inverse, distinct = pd.factorize(col)
+        codes = np.array([lookup[str(u)] for u in np.asarray(distinct, dtype=object)], dtype=np.int64)[
+            inverse
+        ]
         return codes, levels
     parts = [group_codes(data, (f,)) for f in factors]
     # only the combinations that occur, first factor slowest (R's `a:b` on factors)
@@ -312,5 +317,8 @@ def group_codes(data: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarra
         rest = rest // size
     digits.reverse()
     texts = [np.asarray(levels, dtype=object)[d] for (_c, levels), d in zip(parts, digits, strict=True)]
-    labels = [":".join(str(t[i]) for t in texts) for i in range(len(uniq))]
+    joined = pd.Series(texts[0], dtype=object).astype(str)
+    for t in texts[1:]:
+        joined = joined + ":" + pd.Series(t, dtype=object).astype(str)
+    labels: list[str] = joined.tolist()
     return inverse.astype(np.int64), labels

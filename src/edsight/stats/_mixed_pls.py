@@ -88,6 +88,19 @@ class Factorization:
     factors: list[np.ndarray]
 
 
+@dataclass
+class Estimates:
+    """The estimates at one theta: criterion, residual variance, fixed and random effects."""
+
+    criterion: float
+    sigma2: float
+    beta: np.ndarray
+    beta_cov: np.ndarray
+    ranef: list[np.ndarray]  # per term, (levels, q) conditional modes
+    cond_var: list[np.ndarray]  # per term, (levels, q, q) conditional covariances
+    factors: list[np.ndarray]  # per term, T_k
+
+
 class PlsProblem:
     """Cross-products of Z, X and y, and the profiled deviance as a function of theta."""
 
@@ -164,7 +177,7 @@ class PlsProblem:
         t1 = factors[0]
         l1, q1 = self.a11.shape[0], self.a11.shape[1]
         s11 = t1.T @ self.a11 @ t1 + np.eye(q1)
-        l11, linv = _batched_cholesky(s11)
+        l11, linv = batched_cholesky(s11)
         m1 = t1 @ np.transpose(linv, (0, 2, 1))  # T1 @ inv(L11).T per level
         lx1 = np.einsum("klq,lqr->klr", self.ax1, m1)
         mz = self.mz
@@ -223,6 +236,21 @@ class PlsProblem:
         """Residual variance estimate at this factorisation."""
         r2 = self.deviance_parts(f)[2]
         return r2 / (self.n - self.p if self.reml else self.n)
+
+    def estimates(self, theta: np.ndarray) -> Estimates:
+        """Everything the fitted model reports, at the optimum theta."""
+        f = self.factorize(theta)
+        sigma2 = self.sigma2(f)
+        beta, b_list, xtx_inv = self.solve(f)
+        return Estimates(
+            criterion=self.criterion(f),
+            sigma2=sigma2,
+            beta=beta,
+            beta_cov=sigma2 * xtx_inv,
+            ranef=b_list,
+            cond_var=self.cond_var(f, sigma2),
+            factors=f.factors,
+        )
 
     def lz1_matrix(self, f: Factorization) -> sp.csr_matrix:
         """The off-diagonal factor rows of the other terms as one sparse (mz, l1*q1) matrix."""
@@ -315,7 +343,7 @@ def _shared_first_level(la: np.ndarray, lc: np.ndarray) -> tuple[np.ndarray, np.
     return ia, ic
 
 
-def _batched_cholesky(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def batched_cholesky(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Cholesky factors and their inverses of a stack of small SPD matrices.
 
     Closed forms for 1 x 1 and 2 x 2 (random intercepts, intercept + slope) avoid numpy's

@@ -67,7 +67,9 @@ def growth_curves(
 
     Covariates other than ``time`` take each group's first observed row; the curve uses the
     random effects of ``group`` and of every coarser term whose factors it contains (a
-    student's curve includes its school's deviation).
+    student's curve includes its school's deviation). For an interaction such as
+    ``student:school`` a column of that name holds the level label, so the table can be
+    plotted by ``group`` like a single factor.
     """
     term = next((t for t in result.terms if t.group == group), None)
     if term is None:
@@ -81,4 +83,8 @@ def growth_curves(
     included = [t.group for t in result.terms if set(t.factors) <= set(term.factors)]
     pred = predict_frame(result, rows, groups=included, level=level)
     keep = [*term.factors, time, "fit", "se", "lower", "upper"]
+    if len(term.factors) > 1:
+        codes, labels = group_codes(first, term.factors)
+        pred.insert(0, group, np.repeat(np.asarray(labels, dtype=object)[codes], len(grid)))
+        keep.insert(0, group)
     return pred[keep]

@@ -26,6 +26,7 @@ from edsight.stats._mixed_formula import (
     model_matrix,
     parse_formula,
 )
+from edsight.stats._mixed_nested import NestedPls, nested_parents
 from edsight.stats._mixed_pls import PlsProblem, ReBlock, theta_lower, theta_start
 
 __all__ = ["LinearMixedModel", "LmmResult", "RandomTerm", "criterion_function", "fit_lmm"]
@@ -207,7 +208,31 @@ def _blocks(data: pd.DataFrame, spec: FormulaSpec, coding: Coding) -> tuple[list
     return [b for b, _t in built], terms
 
 
-def _minimize(problem: PlsProblem, start: np.ndarray, lower: np.ndarray) -> tuple[np.ndarray, bool]:
+SOLVERS = ("auto", "nested", "general")
+
+
+def pls_problem(
+    blocks: list[ReBlock], x: np.ndarray, y: np.ndarray, *, reml: bool, solver: str = "auto"
+) -> PlsProblem | NestedPls:
+    """The profiled criterion for these terms.
+
+    ``auto`` takes the nested path (per-level sufficient statistics) when each term's levels
+    lie inside the next term's, else the general one (crossed designs); ``nested`` and
+    ``general`` force one (the results agree; ``general`` exists to compare).
+    """
+    if solver not in SOLVERS:
+        raise InvalidInput(f"solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
+    parents = nested_parents(blocks) if solver != "general" else None
+    if parents is not None:
+        return NestedPls(blocks, x, y, parents, reml=reml)
+    if solver == "nested":
+        raise InvalidInput("solver='nested' needs each grouping factor nested in the next coarser one")
+    return PlsProblem(blocks, x, y, reml=reml)
+
+
+def _minimize(
+    problem: PlsProblem | NestedPls, start: np.ndarray, lower: np.ndarray
+) -> tuple[np.ndarray, bool]:
     """BOBYQA (bound-constrained, derivative-free), the optimiser lme4 uses by default.
 
     NLopt's C implementation with lme4's ``nloptwrap`` tolerances: the profiled criterion
@@ -251,12 +276,14 @@ def fit_lmm(
     *,
     reml: bool = True,
     levels: Mapping[str, Sequence[str]] | None = None,
+    solver: str = "auto",
 ) -> LmmResult:
     """Fit a linear mixed model written in lme4 syntax by REML (default) or maximum likelihood.
 
     Categorical covariates use treatment contrasts with the first level as reference: the
     category order of a pandas Categorical, else the order of first appearance; ``levels``
-    sets the order per column (like R's ``factor(x, levels = ...)``).
+    sets the order per column (like R's ``factor(x, levels = ...)``). ``solver`` picks the
+    factorisation (see :func:`pls_problem`); the default suits every design.
 
     Raises InvalidInput for a formula it cannot read, columns not in ``data``, a non-numeric
     response, a grouping factor with one level, or a rank-deficient fixed-effect design.
@@ -272,13 +299,11 @@ def fit_lmm(
         raise InvalidInput(f"fixed-effect design of {formula!r} is rank deficient (columns {names})")
     y = frame[spec.response].to_numpy(dtype=float)
     blocks, terms = _blocks(frame, spec, coding)
-    problem = PlsProblem(blocks, x, y, reml=reml)
+    problem = pls_problem(blocks, x, y, reml=reml, solver=solver)
+    log.debug("%s path for %s", type(problem).__name__, formula)
     theta, converged = _minimize(problem, theta_start(blocks), theta_lower(blocks))
-    fac = problem.factorize(theta)
-    sigma2 = problem.sigma2(fac)
-    beta, b_list, xtx_inv = problem.solve(fac)
-    condvar = problem.cond_var(fac, sigma2)
-    covariances = [sigma2 * t @ t.T for t in fac.factors]
+    est = problem.estimates(theta)
+    covariances = [est.sigma2 * t @ t.T for t in est.factors]
     seconds = time.perf_counter() - started
     log.info(
         "fitted %s on %d rows in %.2f s (%d evaluations)", formula, len(frame), seconds, problem.evaluations
@@ -289,15 +314,15 @@ def fit_lmm(
         reml=reml,
         n_obs=len(frame),
         fixef_names=names,
-        beta=beta,
-        beta_cov=sigma2 * xtx_inv,
-        sigma2=sigma2,
+        beta=est.beta,
+        beta_cov=est.beta_cov,
+        sigma2=est.sigma2,
         theta=theta,
         terms=terms,
         covariances=covariances,
-        ranef_values=b_list,
-        ranef_condvar=condvar,
-        criterion=problem.criterion(fac),
+        ranef_values=est.ranef,
+        ranef_condvar=est.cond_var,
+        criterion=est.criterion,
         seconds=seconds,
         converged=converged,
         evaluations=problem.evaluations,
@@ -312,7 +337,7 @@ def criterion_function(result: LmmResult) -> Callable[[np.ndarray], float]:
     x, _ = model_matrix(spec.fixed, result.data, result.coding)
     y = result.data[spec.response].to_numpy(dtype=float)
     blocks, _terms = _blocks(result.data, spec, result.coding)
-    problem = PlsProblem(blocks, x, y, reml=result.reml)
+    problem = pls_problem(blocks, x, y, reml=result.reml)
     return lambda theta: problem.objective(np.asarray(theta, dtype=float))
 
 
