@@ -708,6 +708,20 @@ _SYSTEM_TABLES: tuple[Table, ...] = (
         description="Live events already applied; a repeated event id is skipped.",
     ),
     Table(
+        "ops_run",
+        (
+            _c("run_date", "date"),
+            _c("step"),
+            _c("status", allowed=("started", "done", "failed", "skipped")),
+            _c("started_at", "timestamp"),
+            _c("finished_at", "timestamp", null=True),
+            _c("seconds", "float64", null=True, minimum=0),
+            _c("detail", "json", null=True),
+        ),
+        ("run_date", "step"),
+        description="The daily run's log: one row per date and step; a done step is not run again.",
+    ),
+    Table(
         "alert_delivery",
         (
             _c("notification_id"),
