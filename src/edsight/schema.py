@@ -487,6 +487,21 @@ _CANONICAL_TABLES: tuple[Table, ...] = (
         "Scored risk, with the reason codes that explain it.",
     ),
     Table(
+        "risk_score_latest",
+        (
+            _c("person_id"),
+            _c("section_id", null=True),
+            _c("target", allowed=RISK_TARGETS),
+            _c("as_of", "date"),
+            _c("probability", "float64", minimum=0, maximum=1),
+            _c("model_id"),
+            _c("reasons", "json", null=True),
+        ),
+        ("person_id", "section_id", "target"),
+        (_person(),),
+        "The latest score per student, section and target (rebuilt by each scoring run).",
+    ),
+    Table(
         "alert",
         (
             _c("alert_id"),

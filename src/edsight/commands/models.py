@@ -1,14 +1,20 @@
-"""``edsight models ...``: risk models on any student table and on the warehouse."""
+"""``edsight models ...``: risk models on any student table and on the warehouse.
+
+``cross-validate`` works on any file; ``train``, ``evaluate``, ``score`` and ``list`` work on the
+warehouse's weekly features (``edsight features build``) and the model registry.
+"""
 
 from __future__ import annotations
 
 import json
+from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from edsight.commands._output import handle_errors
+from edsight.commands._output import handle_errors, progress
+from edsight.commands._shared import HomeOption, JsonOption, open_warehouse
 
 models_app = typer.Typer(help="Early-warning risk models.", no_args_is_help=True)
 
@@ -73,3 +79,201 @@ def cross_validate(
                 f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in figures.items()
             )
             typer.echo(f"  {column}={value}: {shown}")
+
+
+KindOption = Annotated[str, typer.Option("--kind", help="lms (Canvas/LMS weekly data) or k12 (district).")]
+LearnerOption = Annotated[str, typer.Option("--learner", help="lightgbm or logistic.")]
+HorizonOption = Annotated[
+    int, typer.Option("--horizon", help="LMS label horizon in weeks (K-12 targets name their years).")
+]
+WeeksOption = Annotated[
+    list[int] | None,
+    typer.Option(
+        "--week", help="Snapshot week of the training rows (repeatable; default lms 2-12, k12 10/20/30)."
+    ),
+]
+SeedOption = Annotated[int, typer.Option("--seed", help="Random seed.")]
+
+
+def _day(value: datetime | None) -> date | None:
+    return None if value is None else value.date()
+
+
+def _print_evaluation(result: dict[str, Any]) -> None:
+    for target, r in result["targets"].items():
+        base, lead = r["baseline"], r["lead_time"]
+        typer.echo(
+            f"{target}: AUC {_f(r['auc'])} (baseline {_f(base['auc'])}), PR-AUC {_f(r['pr_auc'])}, "
+            f"Brier {_f(r['brier'])}, ECE {_f(r['ece'])}, "
+            f"precision@10% {_f(r['top_k']['10pct']['precision'])} "
+            f"(baseline {_f(base['precision_at_10pct'])}); {r['split']['method']}"
+        )
+        typer.echo(
+            f"  lead time: {lead['n_flagged_before']}/{lead['n_reached']} flagged before the outcome, "
+            f"median {_f(lead['median_weeks'], 1)} weeks"
+        )
+        for week, m in r["by_week"].items():
+            typer.echo(
+                f"  week {week}: AUC {_f(m['auc'])} (baseline {_f(m['baseline_auc'])}), "
+                f"precision@10% {_f(m['precision_at_10pct'])}, n {m['n']}, positive {m['n_positive']}"
+            )
+
+
+def _f(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+@models_app.command("train")
+@handle_errors
+def train(
+    kind: KindOption,
+    target: Annotated[
+        str, typer.Option("--target", help="Label to predict (e.g. will_dropout, dropout_1y).")
+    ],
+    learner: LearnerOption = "lightgbm",
+    horizon: HorizonOption = 4,
+    train_until: Annotated[
+        datetime | None, typer.Option("--train-until", help="Use only outcomes observed by this date.")
+    ] = None,
+    week: WeeksOption = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Registry name (default KIND-TARGET[-hH]).")
+    ] = None,
+    evaluate: Annotated[
+        bool, typer.Option("--evaluate", help="Evaluate by time first; held-out figures go to the card.")
+    ] = False,
+    seed: SeedOption = 0,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Train an early-warning model on the stored weekly features and register it."""
+    from edsight.models.pipeline import evaluate_model, train_model
+
+    warehouse = open_warehouse(home)
+    with progress(f"Training {kind} {target}", as_json):
+        evaluation = None
+        if evaluate:
+            evaluation = evaluate_model(
+                warehouse, kind=kind, target=target, learner=learner,  # type: ignore[arg-type]
+                horizon=horizon, weeks=week, seed=seed,
+            )  # fmt: skip
+        record = train_model(
+            warehouse,
+            kind=kind,
+            target=target,
+            learner=learner,  # type: ignore[arg-type]
+            horizon=horizon,
+            train_until=_day(train_until),
+            weeks=week,
+            seed=seed,
+            name=name,
+            evaluation=evaluation,
+        )
+    payload = {
+        "name": record.name,
+        "version": record.version,
+        "model_id": f"{record.name}:{record.version}",
+        "path": str(record.path),
+        "training_window": record.metadata["training_window"],
+        "metrics": record.metadata["metrics"],
+    }
+    if as_json:
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    m = record.metadata["metrics"]
+    held_out = f", held-out AUC {_f(m['auc'])}" if "auc" in m else ""
+    typer.echo(
+        f"Saved {payload['model_id']} ({m['n_train']:,} rows, {m['n_positive']:,} positive{held_out}) "
+        f"to {record.path}"
+    )
+
+
+@models_app.command("evaluate")
+@handle_errors
+def evaluate(
+    kind: KindOption,
+    target: Annotated[
+        list[str] | None, typer.Option("--target", help="Label to evaluate (repeatable; default all).")
+    ] = None,
+    learner: LearnerOption = "lightgbm",
+    horizon: HorizonOption = 4,
+    week: WeeksOption = None,
+    report_week: Annotated[
+        list[int] | None,
+        typer.Option("--report-week", help="Week whose test rows are reported (default lms 4/8/12, k12 10)."),
+    ] = None,
+    folds: Annotated[
+        int, typer.Option("--folds", min=2, max=20, help="Folds by student when the data hold one term.")
+    ] = 5,
+    test_periods: Annotated[
+        int, typer.Option("--test-periods", min=1, help="Later school years / terms held out for testing.")
+    ] = 1,
+    seed: SeedOption = 0,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Held-out evaluation by time: AUC, PR-AUC, Brier, ECE, top-k, lead time, fairness, baseline gain."""
+    from edsight.models.pipeline import evaluate_model
+
+    warehouse = open_warehouse(home)
+    with progress(f"Evaluating {kind} models", as_json):
+        result = evaluate_model(
+            warehouse,
+            kind=kind,
+            target=target or None,
+            learner=learner,  # type: ignore[arg-type]
+            horizon=horizon,
+            weeks=week,
+            report_weeks=report_week,
+            folds=folds,
+            test_periods=test_periods,
+            seed=seed,
+        )
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    _print_evaluation(result)
+
+
+@models_app.command("score")
+@handle_errors
+def score(
+    as_of: Annotated[datetime, typer.Option("--as-of", help="Score the last week that ended by this date.")],
+    kind: Annotated[str, typer.Option("--kind", help="lms or k12.")] = "lms",
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", help="NAME or NAME:VERSION (repeatable; default latest of each for --kind)."),
+    ] = None,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write risk scores with reason codes into risk_score (replacing the same as-of and model)."""
+    from edsight.models.pipeline import score as run
+
+    warehouse = open_warehouse(home)
+    with progress(f"Scoring {kind} as of {as_of.date()}", as_json):
+        rows = run(warehouse, as_of=as_of.date(), kind=kind, models=model)
+    if as_json:
+        typer.echo(json.dumps({"as_of": as_of.date().isoformat(), "kind": kind, "rows": rows}))
+        return
+    typer.echo(f"Wrote {rows:,} risk scores as of {as_of.date()} into risk_score.")
+
+
+@models_app.command("list")
+@handle_errors
+def list_(home: HomeOption = None, as_json: JsonOption = False) -> None:
+    """Registered models: name, version, created, learner, AUC."""
+    from edsight.models.registry import list_models
+
+    warehouse_home = open_warehouse(home).settings.home
+    frame = list_models(warehouse_home)
+    records = json.loads(frame.to_json(orient="records"))
+    if as_json:
+        typer.echo(json.dumps(records, indent=2))
+        return
+    if not records:
+        typer.echo(f"No models under {warehouse_home / 'models'}.")
+        return
+    for r in records:
+        auc = "" if r["auc"] is None else f"  AUC {r['auc']:.3f}"
+        typer.echo(f"{r['name']}:{r['version']}  {r['created_at']}  {r['learner']}{auc}")
