@@ -1,0 +1,1 @@
+"""Routers of the web app: login/logout, dashboard pages, the versioned REST API."""
