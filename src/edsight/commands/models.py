@@ -277,3 +277,67 @@ def list_(home: HomeOption = None, as_json: JsonOption = False) -> None:
     for r in records:
         auc = "" if r["auc"] is None else f"  AUC {r['auc']:.3f}"
         typer.echo(f"{r['name']}:{r['version']}  {r['created_at']}  {r['learner']}{auc}")
+
+
+@models_app.command("compare")
+@handle_errors
+def compare(
+    target: Annotated[
+        list[str] | None, typer.Option("--target", help="LMS target (repeatable; default all four).")
+    ] = None,
+    week: Annotated[
+        list[int] | None, typer.Option("--week", min=1, help="Week scored (repeatable; default 4, 8, 12).")
+    ] = None,
+    learner: Annotated[
+        list[str] | None,
+        typer.Option("--learner", help="logistic, lightgbm and/or gru (repeatable; default all three)."),
+    ] = None,
+    folds: Annotated[int, typer.Option("--folds", min=2, max=20, help="Folds, grouped by student.")] = 5,
+    epochs: Annotated[
+        int, typer.Option("--epochs", min=1, help="Most GRU epochs (early stopping may end sooner).")
+    ] = 30,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Also write the Markdown table to this file.")
+    ] = None,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Logistic regression, LightGBM and the GRU sequence model on the same student-grouped folds.
+
+    Reads weekly_features_lms and labels_lms (run `edsight features build --kind lms` first);
+    prints AUC, PR-AUC, Brier, precision/recall at the top 10 % and fit seconds per target,
+    week and learner.
+    """
+    from edsight.features.labels import LMS_TARGETS
+    from edsight.models.compare import (
+        COMPARED_LEARNERS,
+        compare_models,
+        comparison_markdown,
+        read_lms_training_data,
+    )
+
+    features, labels = read_lms_training_data(open_warehouse(home))
+    with progress("Comparing learners", as_json):
+        frame = compare_models(
+            features,
+            labels,
+            targets=target or LMS_TARGETS,
+            weeks=week or (4, 8, 12),
+            folds=folds,
+            seed=seed,
+            learners=learner or COMPARED_LEARNERS,
+            sequence_params={"epochs": epochs},
+        )
+    text = comparison_markdown(frame)
+    if report is not None:
+        report.write_text(text, encoding="utf-8")
+    if as_json:
+        typer.echo(frame.to_json(orient="records", indent=2))
+        return
+    typer.echo(text)
+
+
+@models_app.command("noop")
+def noop() -> None:
+    """Placeholder so the scratch app stays a group, like the real one."""
