@@ -24,6 +24,7 @@ from edsight.commands.ingest import ingest_app
 from edsight.commands.models import models_app
 from edsight.commands.ops import replay as replay_command
 from edsight.commands.ops import run_daily as run_daily_command
+from edsight.commands.report import report_app
 from edsight.commands.stats import stats_app
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ app.add_typer(lake_app, name="lake")
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(audit_app, name="audit")
 app.add_typer(governance_app, name="governance")
+app.add_typer(report_app, name="report")
 app.command("run-daily")(run_daily_command)
 app.command("replay")(replay_command)
 
@@ -200,14 +202,51 @@ def serve(
     home: HomeOption = None,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port.")] = 8000,
+    schedule: Annotated[
+        str | None,
+        typer.Option(
+            "--schedule",
+            metavar="HH:MM",
+            help="Run the daily job inside the server at this time on weekdays (needed while the "
+            "server runs: it holds the warehouse, so a separate `edsight run-daily` waits on the lock).",
+        ),
+    ] = None,
+    timezone: Annotated[str, typer.Option("--timezone", help="Time zone of --schedule.")] = "UTC",
+    demo_accounts: Annotated[
+        bool,
+        typer.Option("--demo-accounts", help="Create one demo account per role first and list them."),
+    ] = False,
+    show_secrets: Annotated[
+        bool,
+        typer.Option("--show-secrets", help="With --demo-accounts: print passwords and TOTP secrets too."),
+    ] = False,
 ) -> None:
-    """Serve edsight over HTTP (for now: POST /events/canvas, the live-events receiver)."""
+    """Serve the dashboard, the /api/v1 API and the live-events receiver over HTTP."""
     import uvicorn
+    from rich.console import Console
 
     from edsight.config import load_settings
-    from edsight.web.events import create_events_app
+    from edsight.ops.schedule import parse_time
+    from edsight.web.app import create_app
 
-    uvicorn.run(create_events_app(load_settings(home)), host=host, port=port, log_level="warning")
+    settings = load_settings(home)
+    if schedule is not None:
+        parse_time(schedule)
+    if demo_accounts:
+        from edsight.demo import demo_accounts_table
+        from edsight.governance.identity import GovernanceStore
+        from edsight.store.warehouse import Warehouse
+        from edsight.web.demo_accounts import create_demo_accounts, free_prefix
+
+        store = GovernanceStore(settings)
+        try:
+            with Warehouse(settings).connect(read_only=True) as con:
+                accounts = create_demo_accounts(store, con, prefix=free_prefix(store))
+        finally:
+            store.close()
+        Console(stderr=True).print(demo_accounts_table(accounts, show_secrets=show_secrets))
+    app_ = create_app(settings, schedule=schedule, schedule_timezone=timezone)
+    uvicorn.run(app_, host=host, port=port, log_level="info")
 
 
 if __name__ == "__main__":  # pragma: no cover
