@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
 
 from edsight.config import Settings
 from edsight.errors import InvalidInput
-from edsight.features.labels import LMS_TARGETS, build_labels, lms_labels_from_features, store_labels
+from edsight.features.labels import (
+    LMS_TARGETS,
+    build_labels,
+    lms_labels_from_features,
+    lms_labels_sql,
+    store_labels,
+)
+from edsight.features.weekly import build_lms_features, store_features
 from edsight.store.warehouse import Warehouse
 from edsight.synth.canvas import generate_canvas, label_training_rows, write_canvas
 from edsight.synth.district import write_district
@@ -96,12 +104,45 @@ def test_labels_need_every_future_week_and_validate_input() -> None:
 
 
 def test_store_labels_is_idempotent(canvas: Warehouse) -> None:
+    store_features(canvas, kinds=("lms",))
     first = store_labels(canvas, kinds=("lms",))
     again = store_labels(canvas, kinds=("lms",))
     assert first == again
     assert first["labels_lms"] == len(build_labels(canvas))
     stored = canvas.frames(["labels_lms"])["labels_lms"]
     assert stored.will_dropout.sum() == build_labels(canvas).will_dropout.sum()
+
+
+def test_labels_from_the_stored_table_equal_the_frame_definition(canvas: Warehouse) -> None:
+    """The SQL over weekly_features_lms gives the labels of lms_labels_from_features."""
+    store_features(canvas, kinds=("lms",))
+    features = build_lms_features(canvas)
+    for h in (1, 4, 7):
+        expected = lms_labels_from_features(features, horizon=h)
+        stored = build_labels(canvas, horizon=h, stored=True)
+        rebuilt = build_labels(canvas, horizon=h)
+        pd.testing.assert_frame_equal(stored, expected, check_dtype=False)
+        pd.testing.assert_frame_equal(rebuilt, expected, check_dtype=False)
+        assert list(stored.dtypes) == list(rebuilt.dtypes)
+    # gaps and null grades: the same edge cases as the frame definition, now in SQL
+    con = duckdb.connect()
+    frame = pd.DataFrame(
+        {
+            "person_id": ["p"] * 6 + ["q"] * 3,
+            "section_id": ["s"] * 9,
+            "week": [1, 2, 3, 5, 6, 7, 1, 2, 3],
+            "current_grade": [None, 0.5, 0.3, None, 0.2, None, 0.6, 0.6, 0.6],
+            "page_views": [1, 2, 3, 4, 5, 50, 0, 0, 0],
+            "participations": [0, 0, 0, 9, 9, 0, 0, 0, 0],
+            "assignments_missing": [0, 3, 3, 3, 3, 0, 9, 9, 9],
+        }
+    )
+    con.execute("CREATE TABLE f AS SELECT * FROM frame")
+    for h in (1, 2):
+        got = con.sql(lms_labels_sql(h, "f") + " ORDER BY ALL").df()
+        pd.testing.assert_frame_equal(got, lms_labels_from_features(frame, horizon=h), check_dtype=False)
+    with pytest.raises(InvalidInput):
+        lms_labels_sql(0)
 
 
 # --- K-12 -------------------------------------------------------------------------------------------

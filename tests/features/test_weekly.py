@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from edsight.config import Settings
 from edsight.errors import InvalidInput
+from edsight.features._weekly_lms_reference import LMS_REFERENCE_SQL
 from edsight.features.weekly import build_lms_features, store_features
 from edsight.schema import CANONICAL
 from edsight.store.warehouse import Warehouse
@@ -203,12 +204,35 @@ def test_activity_features_and_periods() -> None:
     assert weeks(f, "p0", "participations_slope_4w")[4] == pytest.approx(-0.9)
 
 
+def activity_row(person: str, section: str, start: datetime, views: int = 1) -> dict[str, object]:
+    return {
+        "person_id": person,
+        "section_id": section,
+        "period_start": start,
+        "period": "day",
+        "page_views": views,
+        "participations": 0,
+        "last_activity_at": start,
+    }
+
+
 def test_as_of_keeps_completed_weeks_only_and_rejects_bad_input() -> None:
-    con = memory_db(skeleton())
+    tables = skeleton()
+    tables["lms_activity"] = pd.DataFrame(
+        [activity_row("p0", "c0", T0 + timedelta(days=k)) for k in (1, 9, 30)]
+    )
+    con = memory_db(tables)
     full = build_lms_features(con)
+    assert len(full) == 2 * N_WEEKS
     cut = build_lms_features(con, as_of=date(2024, 1, 22))  # end of week 3
     assert sorted(cut.week.unique()) == [1, 2, 3]
     pd.testing.assert_frame_equal(cut, full[full.week <= 3].reset_index(drop=True))
+    # the daily scoring path: one row per student and section, the last completed week
+    latest = build_lms_features(con, as_of=date(2024, 1, 25), latest_only=True)
+    pd.testing.assert_frame_equal(latest, full[full.week == 3].reset_index(drop=True))
+    assert len(build_lms_features(con, as_of=date(2023, 12, 1))) == 0  # before the term: nothing
+    with pytest.raises(InvalidInput):
+        build_lms_features(con, latest_only=1)  # type: ignore[arg-type]
     with pytest.raises(InvalidInput):
         build_lms_features(con, as_of="2024-01-22")  # type: ignore[arg-type]
     with pytest.raises(InvalidInput):
@@ -277,8 +301,8 @@ SPAN_H = N_WEEKS * 7 * 24
 
 @st.composite
 def lms_world(draw: st.DrawFn) -> dict[str, pd.DataFrame]:
-    """A small random term: 3 students, 2 sections, assignments, submissions, activity."""
-    tables = skeleton(n_students=3, n_sections=2)
+    """A small random term: 3 students, 2 sections with LMS records and one roster-only section."""
+    tables = skeleton(n_students=3, n_sections=3)
     n_assign = draw(st.integers(1, 6))
     assignments = []
     submissions = []
@@ -409,6 +433,8 @@ def rewrite_future(
                 "last_activity_at": cut,
             }
         ]
+        # the roster-only section may get its first LMS record now: it gets rows from then on
+        + ([activity_row("p2", "c2", draw(later))] if draw(st.booleans()) else [])
     )
     act = pd.concat([act, extra], ignore_index=True) if len(act) else extra
     out["lms_activity"] = act.drop_duplicates(
@@ -438,6 +464,85 @@ def test_no_feature_of_week_w_sees_records_at_or_after_its_end(
             .reset_index(drop=True)
             .equals(after[after.week > w].reset_index(drop=True))
         )
+
+
+def comparable(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with NaN for NULL (the first formulation gives NaN slopes in week 1)."""
+    out = frame.reset_index(drop=True).copy()
+    for col in out.columns:
+        if out[col].dtype.kind == "f":
+            out[col] = out[col].astype("float64")
+    return out
+
+
+def reference(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    ref = con.sql(LMS_REFERENCE_SQL, params={"as_of": None}).df()
+    return ref.sort_values(["person_id", "section_id", "week"], ignore_index=True)
+
+
+def assert_same_as_reference(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """New rows equal the first formulation's rows for the same keys; returns the new rows."""
+    new = build_lms_features(con)
+    keys = ["person_id", "section_id", "week"]
+    ref = reference(con)
+    kept = ref.merge(new[keys], on=keys, how="inner")
+    assert len(kept) == len(new)
+    pd.testing.assert_frame_equal(comparable(new), comparable(kept), rtol=1e-12, check_dtype=False)
+    # rows are only ever dropped before a section's first week: each section keeps a suffix
+    last = ref.groupby("section_id").week.max()
+    for section, weeks_kept in new.groupby("section_id").week:
+        assert sorted(set(weeks_kept)) == list(range(int(weeks_kept.min()), int(last[section]) + 1))
+    return new
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(world=lms_world())
+def test_two_stage_build_equals_the_window_sql(world: dict[str, pd.DataFrame]) -> None:
+    """The numpy stage reproduces the first, window-function SQL on random terms."""
+    new = assert_same_as_reference(memory_db(world))
+    assert "c2" not in set(new.section_id)  # roster-only: no rows
+
+
+def test_two_stage_build_equals_the_window_sql_on_generated_data(
+    canvas_home: tuple[Warehouse, Path],
+) -> None:
+    wh, _ = canvas_home
+    with wh.connect(read_only=True) as con:
+        new = assert_same_as_reference(con)
+    assert new.person_id.nunique() == 150
+    assert (new.groupby(["person_id", "section_id"]).week.min() == 1).all()
+
+
+def test_roster_sections_get_rows_from_their_first_lms_record() -> None:
+    day = timedelta(days=1)
+    tables = skeleton(n_students=2, n_sections=3)
+    # c0: activity from week 1; c1: nothing until an assignment falls due in week 4;
+    # c2: a roster section (say from OneRoster) with no LMS record at all
+    tables["lms_activity"] = pd.DataFrame([activity_row("p0", "c0", T0 + day)])
+    tables["assignment"] = pd.DataFrame(
+        [{"assignment_id": "a1", "section_id": "c1", "due_at": T0 + 24 * day, "points_possible": 1.0}]
+    )
+    before = build_lms_features(memory_db(tables))
+    weeks_of = before.groupby("section_id").week.agg(["min", "max", "count"])
+    assert weeks_of.loc["c0"].tolist() == [1, N_WEEKS, 2 * N_WEEKS]
+    assert weeks_of.loc["c1"].tolist() == [4, N_WEEKS, 2 * (N_WEEKS - 3)]
+    assert "c2" not in weeks_of.index
+    assert before[before.section_id == "c1"].assignments_due.min() == 1
+    # point in time: records at or after the end of week 5 do not change weeks <= 5, even when
+    # they are the first record of a section (c2) or come before the first one due (c1)
+    later = {k: v.copy() for k, v in tables.items()}
+    later["lms_activity"] = pd.DataFrame(
+        [activity_row("p0", "c0", T0 + day), activity_row("p1", "c2", T0 + 40 * day)]
+    )
+    later["submission"] = pd.DataFrame([sub_row("a1", "p0", T0 + 36 * day, 1.0)])
+    after = build_lms_features(memory_db(later))
+    pd.testing.assert_frame_equal(
+        before[before.week <= 5].reset_index(drop=True), after[after.week <= 5].reset_index(drop=True)
+    )
+    assert after[after.section_id == "c2"].week.min() == 6
+    # a record in week 2 moves c1's first week to 2 (the week that record becomes known)
+    earlier = {**later, "submission": pd.DataFrame([sub_row("a1", "p0", T0 + 10 * day, 1.0)])}
+    assert build_lms_features(memory_db(earlier)).query("section_id == 'c1'").week.min() == 2
 
 
 # --- K-12 -----------------------------------------------------------------------------------------

@@ -14,6 +14,10 @@ without all ``h`` future weeks get no label. Integer means are compared as integ
 the grade mean is summed in week order, as the generator's ``label_training_rows`` does, so
 the labels equal its ``training_data`` labels.
 
+The warehouse path (:func:`store_labels`) computes them in SQL from the stored
+``weekly_features_lms`` table (:func:`lms_labels_sql`: ``lead()`` over the next ``h`` weeks);
+:func:`lms_labels_from_features` is the same definition on a DataFrame.
+
 K-12 labels come from ``student_outcome``, one row per (student, school year) of grades 9-12;
 see :func:`build_k12_labels`.
 """
@@ -21,14 +25,18 @@ see :func:`build_k12_labels`.
 from __future__ import annotations
 
 import logging
+from contextlib import closing
 from typing import Literal
 
+import duckdb
 import numpy as np
 import pandas as pd
 
 from edsight.errors import InvalidInput
-from edsight.features.weekly import Source, build_lms_features, connection, replace_table
+from edsight.features._weekly_lms import lms_feature_batches
+from edsight.features.weekly import Source, connection, replace_table
 from edsight.schema import CANONICAL
+from edsight.sql import quote_ident
 from edsight.store.warehouse import Warehouse
 
 __all__ = [
@@ -38,6 +46,7 @@ __all__ = [
     "build_k12_labels",
     "build_labels",
     "lms_labels_from_features",
+    "lms_labels_sql",
     "store_labels",
 ]
 
@@ -115,6 +124,59 @@ def lms_labels_from_features(features: pd.DataFrame, *, horizon: int = DEFAULT_H
     return out[list(_LMS_COLUMNS)]
 
 
+def lms_labels_sql(horizon: int = DEFAULT_HORIZON_WEEKS, table: str = "weekly_features_lms") -> str:
+    """A SELECT of the ``labels_lms`` rows computed from the feature table ``table``.
+
+    ``lead(x, k)`` for k = 1..h reads the next h rows of the same student and section; a row
+    is labelled when the h-th next row is week ``w + h`` (weeks are unique, so none is
+    missing). The grade is summed in week order, as :func:`lms_labels_from_features` does,
+    so both give the same labels. ``table`` must be a declared or internal table name.
+
+    Raises:
+        InvalidInput: on a bad horizon.
+    """
+    h = _check_horizon(horizon)
+    ks = range(1, h + 1)
+    leads = ",\n           ".join(
+        f"lead({col}, {k}) OVER w AS {alias}{k}"
+        for k in ks
+        for col, alias in (
+            ("current_grade", "g"),
+            ("page_views", "v"),
+            ("participations", "p"),
+            ("assignments_missing", "m"),
+        )
+    )
+
+    def add(alias: str, fmt: str = "{a}{k}") -> str:
+        return " + ".join(fmt.format(a=alias, k=k) for k in ks)
+
+    return f"""
+WITH ahead AS (
+    SELECT person_id, section_id, week, lead(week, {h}) OVER w AS week_h,
+           {leads}
+    FROM {quote_ident(table)}
+    WINDOW w AS (PARTITION BY person_id, section_id ORDER BY week)
+),
+sums AS (
+    SELECT person_id, section_id, week,
+           {add("g", "coalesce({a}{k}, 0.0)")} AS g_sum,
+           {add("g", "CAST({a}{k} IS NOT NULL AS INTEGER)")} AS g_n,
+           {add("v", "CAST({a}{k} AS BIGINT)")} AS v_sum,
+           {add("p", "CAST({a}{k} AS BIGINT)")} AS p_sum,
+           {add("m", "CAST({a}{k} AS BIGINT)")} AS m_sum
+    FROM ahead
+    WHERE week_h = week + {h}
+)
+SELECT person_id, section_id, CAST(week AS SMALLINT) AS week, CAST({h} AS SMALLINT) AS horizon_weeks,
+       g_n > 0 AND g_sum / g_n < 0.6 AS will_fail_academically,
+       v_sum < {10 * h} AND p_sum < {2 * h} AS will_disengage,
+       m_sum > {2 * h} AS will_miss_assignments,
+       g_n > 0 AND g_sum / g_n < 0.4 AND v_sum < {5 * h} AS will_dropout
+FROM sums
+"""  # noqa: S608 -- the table name is quoted and only the horizon (an int) is formatted in
+
+
 # Windows: school year Y opens with its school_year term; a label over k years looks at
 # outcomes dated up to the end of school year Y+k-1 and exists only when that year's end is
 # in the data (the outcome is observed). Students who transferred out are excluded: their
@@ -166,23 +228,51 @@ def build_k12_labels(source: Source) -> pd.DataFrame:
         return con.sql(K12_LABELS_SQL).df()
 
 
+_LABEL_FEATURES = "_edsight_lms_label_features"
+
+
 def build_labels(
     source: Source,
     *,
     kind: Literal["lms", "k12"] = "lms",
     horizon: int = DEFAULT_HORIZON_WEEKS,
+    stored: bool = False,
 ) -> pd.DataFrame:
     """Labels for the LMS feature rows (``kind="lms"``, ``horizon`` weeks) or K-12 years.
+
+    LMS labels come from the stored ``weekly_features_lms`` table with ``stored=True``;
+    otherwise the features are built first (inside DuckDB, from what the warehouse holds now).
+    Rows are sorted by (person_id, section_id, week).
 
     Raises:
         InvalidInput: on an unknown kind or a bad horizon.
     """
     if kind == "lms":
-        _check_horizon(horizon)
-        return lms_labels_from_features(build_lms_features(source), horizon=horizon)
+        sql = lms_labels_sql(horizon, "weekly_features_lms" if stored else _LABEL_FEATURES)
+        with connection(source) as con:
+            if not stored:
+                _features_for_labels(con)
+            try:
+                return con.sql(sql + " ORDER BY person_id, section_id, week").df()
+            finally:
+                con.execute(f"DROP TABLE IF EXISTS {_LABEL_FEATURES}")
     if kind == "k12":
         return build_k12_labels(source)
     raise InvalidInput(f"unknown label kind {kind!r}; expected 'lms' or 'k12'")
+
+
+def _features_for_labels(con: duckdb.DuckDBPyConnection) -> None:
+    """The LMS feature columns the labels read, built into a temporary table of ``con``."""
+    keep = ["person_id", "section_id", "week", "current_grade", "page_views", "participations"]
+    keep.append("assignments_missing")
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {_LABEL_FEATURES} (person_id VARCHAR, section_id VARCHAR, "
+        "week SMALLINT, current_grade DOUBLE, page_views INTEGER, participations INTEGER, "
+        "assignments_missing INTEGER)"
+    )
+    with closing(lms_feature_batches(con)) as batches:
+        for batch in batches:
+            con.from_arrow(batch.select(keep)).insert_into(_LABEL_FEATURES)
 
 
 def store_labels(
@@ -193,13 +283,23 @@ def store_labels(
 ) -> dict[str, int]:
     """Rebuild ``labels_lms`` and/or ``labels_k12`` in the warehouse (idempotent).
 
-    Returns rows written per table.
+    LMS labels are computed in SQL from the stored ``weekly_features_lms`` table, so run
+    :func:`~edsight.features.weekly.store_features` first (``edsight features build`` does);
+    features stored with ``as_of`` give labels only for weeks whose ``horizon`` next weeks
+    were stored. Returns rows written per table.
+
+    Raises:
+        InvalidInput: on an unknown kind or a bad horizon.
     """
+    unknown = [k for k in kinds if k not in ("lms", "k12")]
+    if unknown:
+        raise InvalidInput(f"unknown label kinds {unknown}; expected 'lms' and/or 'k12'")
+    sql = {"lms": lms_labels_sql(horizon), "k12": K12_LABELS_SQL}
     counts: dict[str, int] = {}
-    for kind in kinds:
-        frame = build_labels(warehouse, kind=kind, horizon=horizon)
-        table = f"labels_{kind}"
-        with warehouse.connect() as con:
-            counts[table] = replace_table(con, table, con.from_df(frame))
+    with warehouse.connect() as con:
+        con.execute(CANONICAL["weekly_features_lms"].ddl())
+        for kind in kinds:
+            table = f"labels_{kind}"
+            counts[table] = replace_table(con, table, con.sql(sql[kind]))
     logger.info("stored labels: %s", counts)
     return counts
