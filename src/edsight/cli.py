@@ -208,7 +208,7 @@ def serve(
             "--schedule",
             metavar="HH:MM",
             help="Run the daily job inside the server at this time on weekdays (needed while the "
-            "server runs: it holds the warehouse, so a separate `edsight run-daily` waits on the lock).",
+            "server runs: it holds the warehouse, so a separate `edsight run-daily` fails on the lock).",
         ),
     ] = None,
     timezone: Annotated[str, typer.Option("--timezone", help="Time zone of --schedule.")] = "UTC",

@@ -11,9 +11,11 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import duckdb
 import pyotp
 import pytest
 import uvicorn
@@ -23,6 +25,7 @@ from fastapi.testclient import TestClient
 from edsight.config import Settings
 from edsight.features.weekly import store_features
 from edsight.governance.identity import GovernanceStore
+from edsight.models._pipeline_score import _refresh_latest as refresh_latest
 from edsight.store.warehouse import Warehouse
 from edsight.synth.canvas import write_canvas
 from edsight.synth.district import write_district
@@ -74,6 +77,13 @@ class WebWorld:
             )
         return self.tokens[role]
 
+    @contextmanager
+    def warehouse(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor on the app's own DuckDB instance (the app holds the file read-write, and a
+        read-only connection to the same file in the same process is refused by DuckDB)."""
+        with self.app.state.edsight.queries.reader.cursor() as con:
+            yield con
+
     def client(self, role: str | None) -> TestClient:
         client = TestClient(self.app, base_url="http://127.0.0.1")
         if role is not None:
@@ -122,6 +132,7 @@ def build_world(root: Path) -> WebWorld:
     store_features(warehouse, kinds=("k12",))  # the district pages read K-12 features
     with warehouse.connect() as con:
         con.execute(RISK_SQL)
+        refresh_latest(con)  # what each scoring run maintains for the dashboards
     clock = StepClock()
     store = GovernanceStore(settings, clock=clock)
     with warehouse.connect(read_only=True) as con:

@@ -12,8 +12,6 @@ import re
 
 import pytest
 
-from edsight.store.warehouse import Warehouse
-
 from .conftest import WebWorld
 
 ROLES = ("teacher", "counselor", "principal", "district_admin", "state_analyst", "researcher", "parent")
@@ -72,12 +70,12 @@ def expected_scope(world: WebWorld, role: str) -> set[str]:
     if role not in queries:
         return set()
     sql, x = queries[role]
-    with Warehouse(world.settings).connect(read_only=True) as con:
+    with world.warehouse() as con:
         return {r[0] for r in con.execute(sql, {"x": x}).fetchall()}
 
 
 def all_students(world: WebWorld) -> set[str]:
-    with Warehouse(world.settings).connect(read_only=True) as con:
+    with world.warehouse() as con:
         return {r[0] for r in con.execute("SELECT person_id FROM person WHERE role = 'student'").fetchall()}
 
 
@@ -117,7 +115,7 @@ def test_access_matrix(world: WebWorld, scopes: dict[str, set[str]], role: str) 
         for other in (outside[0], outside[-1], "S99999999"):
             check(template.format(other), refused)
     # Sections: one the demo teacher teaches, and one outside the district (a Canvas course).
-    with Warehouse(world.settings).connect(read_only=True) as con:
+    with world.warehouse() as con:
         taught, taught_school = con.execute(
             "SELECT s.section_id, s.school_id FROM enrollment e JOIN section s USING (section_id) "
             "WHERE e.role = 'teacher' AND e.person_id = ? ORDER BY 1 LIMIT 1",
@@ -154,7 +152,7 @@ def test_student_lists_return_the_whole_scope(world: WebWorld, scopes: dict[str,
             body = client.get(f"/api/v1/students?limit=100&offset={offset}").json()
             seen += [row["person_id"] for row in body["items"]]
             offset = body["next_offset"]
-        with Warehouse(world.settings).connect(read_only=True) as con:
+        with world.warehouse() as con:
             rows = con.execute("SELECT person_id FROM person WHERE role = 'student'").fetchall()
         students = {r[0] for r in rows}
         assert len(seen) == len(set(seen)), f"{role}: a student appears on two pages"

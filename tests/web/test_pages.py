@@ -6,7 +6,6 @@ import pandas as pd
 import pytest
 
 from edsight.governance.audit import AuditLog
-from edsight.store.warehouse import Warehouse
 
 from .conftest import WebWorld
 
@@ -43,7 +42,7 @@ def test_teacher_section_sorted_by_risk_with_reasons_and_sparklines(world: WebWo
     listing = client.get("/sections")
     assert listing.status_code == 200
     assert "<caption>Sections" in listing.text
-    with Warehouse(world.settings).connect(read_only=True) as con:
+    with world.warehouse() as con:
         section = con.execute(
             "SELECT t.section_id FROM enrollment t JOIN enrollment e ON e.section_id = t.section_id "
             "AND e.role = 'student' JOIN risk_score r ON r.person_id = e.person_id "

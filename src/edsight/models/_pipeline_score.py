@@ -91,7 +91,7 @@ def model_id(record: ModelRecord) -> str:
     return f"{record.name}:{record.version}"
 
 
-EXPLAIN_SHARE = 0.2
+EXPLAIN_SHARE = 0.1
 ALERT_PROBABILITY = 0.5
 
 

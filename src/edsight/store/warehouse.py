@@ -116,6 +116,13 @@ class Warehouse:
             config["threads"] = self.settings.duckdb_threads
         try:
             con = duckdb.connect(str(self.path), read_only=read_only, config=config)
+        except duckdb.ConnectionException:
+            # This process already holds the file read-write (the web server with its in-process
+            # daily run): DuckDB refuses a second, read-only configuration of the same file, so
+            # share the read-write instance. Reads stay reads; the caller never writes.
+            if not read_only:
+                raise
+            con = duckdb.connect(str(self.path), read_only=False, config=config)
         except duckdb.IOException as exc:
             raise WarehouseError(f"cannot open warehouse {self.path}: {exc}") from exc
         try:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,27 @@ def _value_added(con: duckdb.DuckDBPyConnection) -> pd.DataFrame | str:
     except (EdsightError, ValueError, KeyError, ZeroDivisionError, ArithmeticError) as exc:
         log.info("value-added unavailable: %s", exc)
         return f"not estimable on this data ({type(exc).__name__})"
+
+
+def start_statistics(queries: DashboardQueries) -> threading.Thread:
+    """Compute the statistics in a background thread (at startup: the first school page
+    then finds them ready instead of waiting seconds)."""
+
+    def run() -> None:
+        started = time.perf_counter()
+        try:
+            queries.student_now()
+            queries.history()
+            queries.cached("gaps", _gaps)
+            queries.cached("value_added", _value_added)
+        except Exception:
+            log.exception("computing the school statistics failed; pages will retry")
+            return
+        log.info("school statistics ready in %.1f s", time.perf_counter() - started)
+
+    thread = threading.Thread(target=run, name="edsight-statistics", daemon=True)
+    thread.start()
+    return thread
 
 
 def school_gaps(queries: DashboardQueries, school_id: str, *, hide_small: bool = True) -> pd.DataFrame | str:
@@ -150,4 +173,4 @@ def _flat(groups: dict[str, Any]) -> pd.DataFrame:
     return frame.reset_index(names="group").head(50)
 
 
-__all__ = ["model_cards", "school_gaps", "school_value_added_rows"]
+__all__ = ["model_cards", "school_gaps", "school_value_added_rows", "start_statistics"]

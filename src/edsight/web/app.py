@@ -25,9 +25,12 @@ from edsight import __version__
 from edsight.config import Settings
 from edsight.errors import InvalidInput, NotAuthorized
 from edsight.governance.identity import GovernanceStore
+from edsight.ops.schedule import parse_time, start_scheduler
+from edsight.web.actions import DashboardActions
+from edsight.web.analytics import start_statistics
 from edsight.web.context import STATIC_DIR, WebContext, make_templates
 from edsight.web.events import EventsConfig, events_router
-from edsight.web.queries import ConnectionMode, DashboardQueries, NotFound, WarehouseReader
+from edsight.web.queries import DashboardQueries, NotFound, WarehouseReader
 from edsight.web.security import LoginRequired, security_headers
 
 log = logging.getLogger(__name__)
@@ -46,23 +49,48 @@ def create_app(
     settings: Settings,
     *,
     store: GovernanceStore | None = None,
-    connection_mode: ConnectionMode = "shared",
+    caching: bool = True,
     events_config: EventsConfig | None = None,
+    schedule: str | None = None,
+    schedule_timezone: str = "UTC",
+    warm_statistics: bool = True,
 ) -> FastAPI:
-    """The whole web app over the warehouse and governance store of ``settings.home``."""
+    """The whole web app over the warehouse and governance store of ``settings.home``.
+
+    While the app runs (its lifespan): the school statistics (gaps, value-added) are computed
+    in a background thread from startup (``warm_statistics``), and with ``schedule="HH:MM"``
+    the daily run is scheduled in this process (weekdays, ``schedule_timezone``), sharing the
+    web's DuckDB instance; the scheduler stops when the app shuts down. ``caching=False``
+    recomputes scopes and aggregates per request (the load test's baseline).
+    """
+    if schedule is not None:
+        parse_time(schedule)  # a bad time fails here, not at startup of the server
     store = store if store is not None else GovernanceStore(settings)
-    reader = WarehouseReader(settings, mode=connection_mode)
+    reader = WarehouseReader(settings)
+    queries = DashboardQueries(reader, store, caching=caching)
     ctx = WebContext(
         settings=settings,
         store=store,
-        queries=DashboardQueries(reader, store),
+        queries=queries,
         templates=make_templates(),
+        actions=DashboardActions(queries),
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        reader.close()
+        if warm_statistics:
+            start_statistics(queries)
+        scheduler = None
+        if schedule is not None:
+            scheduler = start_scheduler(settings, at=schedule, timezone=schedule_timezone)
+            log.info("daily run scheduled at %s %s (weekdays) in this process", schedule, schedule_timezone)
+        app.state.scheduler = scheduler
+        try:
+            yield
+        finally:
+            if scheduler is not None:
+                scheduler.shutdown(wait=False)
+            reader.close()
 
     app = FastAPI(
         title="edsight API",

@@ -14,6 +14,7 @@ from fastapi.templating import Jinja2Templates
 
 from edsight.config import Settings
 from edsight.governance.identity import GovernanceStore
+from edsight.web.actions import DashboardActions
 from edsight.web.queries import DashboardQueries, Viewer
 from edsight.web.security import csrf_value, current_principal
 
@@ -27,6 +28,7 @@ class WebContext:
     store: GovernanceStore
     queries: DashboardQueries
     templates: Jinja2Templates
+    actions: DashboardActions
 
 
 def context(request: Request) -> WebContext:

@@ -20,6 +20,8 @@ from edsight.errors import WarehouseError
 from edsight.governance.identity import STAFF_ROLES, GovernanceStore, Grant
 
 CASELOAD_SIZE = 25
+DEMO_ROLES = ("teacher", "counselor", "principal", "district_admin", "state_analyst", "researcher", "parent")
+_ROLE_NAMES = frozenset(r.replace("_", "-") for r in DEMO_ROLES)
 
 
 class DemoAccount(NamedTuple):
@@ -80,6 +82,16 @@ def demo_targets(con: duckdb.DuckDBPyConnection) -> dict[str, object]:
     return {"teacher": teacher, "school": school, "district": district, "caseload": caseload, "child": child}
 
 
+def free_prefix(store: GovernanceStore, base: str = "demo-") -> str:
+    """``demo-`` or, when demo accounts exist already, ``demo-2-``, ``demo-3-`` ..."""
+    taken = {str(a["username"]) for a in store.accounts()}
+    prefix, n = base, 1
+    while any(name.startswith(prefix) and name[len(prefix) :] in _ROLE_NAMES for name in taken):
+        n += 1
+        prefix = f"{base}{n}-"
+    return prefix
+
+
 def create_demo_accounts(
     store: GovernanceStore, con: duckdb.DuckDBPyConnection, *, prefix: str = "demo-"
 ) -> list[DemoAccount]:
@@ -106,4 +118,4 @@ def create_demo_accounts(
     return out
 
 
-__all__ = ["DemoAccount", "create_demo_accounts", "demo_targets"]
+__all__ = ["DEMO_ROLES", "DemoAccount", "create_demo_accounts", "demo_targets", "free_prefix"]

@@ -7,27 +7,35 @@ so rows outside the scope are never fetched, and every student-level read writes
 are computed over schools the viewer's grants cover (``school_scope``) and, on the district
 and state views, pass small-cell suppression before they leave this module.
 
-Connections: one read-only DuckDB database handle per process, and a cursor (a new
-connection to the same database instance) per request; ``mode="per_request"`` opens the
-file for every request instead (slower, but never holds the file between requests).
+Connections: one read-write DuckDB database instance per process (the configuration of
+``Warehouse.connect()``), and a cursor per request. The in-process scheduler's daily run
+opens the same file with the same configuration, so DuckDB hands it the same instance: the
+server and the daily job share it.
+
+District, state and school aggregates are cached per process and dropped when the
+warehouse's version (last load batch, last daily-run step, latest scores) changes; the
+version is read at most every ``VERSION_TTL_S`` seconds.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
 from edsight.config import Settings
 from edsight.errors import InvalidInput, NotAuthorized
-from edsight.governance.audit import AuditEvent, AuditLog
+from edsight.governance.audit import AuditEvent, AuditLog, DisclosureLedger
 from edsight.governance.identity import GovernanceStore, Principal
 from edsight.governance.scopes import allowed, school_scope, section_scope_sql, student_scope_sql
 from edsight.governance.suppression import suppress_table
@@ -35,7 +43,6 @@ from edsight.store.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 
-ConnectionMode = Literal["shared", "per_request"]
 FLAG_THRESHOLD = 0.5  # probability at or above which a student shows as flagged
 MIN_CELL = 10
 MAX_PAGE = 500
@@ -83,30 +90,46 @@ class Page:
     offset: int
 
 
+VERSION_TTL_S = 5.0  # how stale the warehouse version (and so a cached aggregate) may be
+VERSION_SQL = """SELECT (SELECT max(loaded_at) FROM load_batch), (SELECT count(*) FROM load_batch),
+  (SELECT max(coalesce(finished_at, started_at)) FROM ops_run), (SELECT count(*) FROM ops_run),
+  (SELECT max(as_of) FROM risk_score_latest), (SELECT count(*) FROM risk_score_latest)"""
+
+
 @dataclass
-class _Cache:
+class _Entry:
+    value: Any
+    version: tuple[Any, ...]
+
+
+@dataclass
+class _Memo:
+    """Values computed from the warehouse, each tagged with the warehouse version it saw."""
+
     lock: threading.Lock = field(default_factory=threading.Lock)
-    values: dict[str, Any] = field(default_factory=dict)
+    entries: dict[Hashable, _Entry] = field(default_factory=dict)
+    computing: dict[Hashable, threading.Lock] = field(default_factory=dict)
+    refreshing: set[Hashable] = field(default_factory=set)
+    version: tuple[Any, ...] | None = None
+    checked: float = float("-inf")
+
+    def key_lock(self, key: Hashable) -> threading.Lock:
+        with self.lock:
+            return self.computing.setdefault(key, threading.Lock())
 
 
 class WarehouseReader:
-    """Read-only connections to the warehouse for the web process."""
+    """The web process's connections to the warehouse (one shared instance, a cursor per request)."""
 
-    def __init__(self, settings: Settings, *, mode: ConnectionMode = "shared") -> None:
-        if mode not in ("shared", "per_request"):
-            raise InvalidInput(f"connection mode must be 'shared' or 'per_request', got {mode!r}")
+    def __init__(self, settings: Settings) -> None:
         self.warehouse = Warehouse(settings)
-        self.mode = mode
         self._lock = threading.Lock()
         self._stack: ExitStack | None = None
         self._base: duckdb.DuckDBPyConnection | None = None
 
     @contextmanager
     def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        if self.mode == "per_request":
-            with self.warehouse.connect(read_only=True) as con:
-                yield con
-            return
+        """A cursor (a connection of its own) on the process's shared DuckDB instance."""
         base = self._shared()
         cur = base.cursor()
         try:
@@ -118,7 +141,9 @@ class WarehouseReader:
         with self._lock:
             if self._base is None:
                 stack = ExitStack()
-                self._base = stack.enter_context(self.warehouse.connect(read_only=True))
+                # Read-write, with Warehouse.connect()'s configuration: a daily run in this
+                # process gets the same DuckDB instance instead of a lock conflict.
+                self._base = stack.enter_context(self.warehouse.connect())
                 self._stack = stack
             return self._base
 
@@ -129,23 +154,82 @@ class WarehouseReader:
             self._stack, self._base = None, None
 
 
-def _scoped(viewer: Viewer) -> str:
-    return f"scope AS ({student_scope_sql(viewer.principal, viewer.store)})"
+SCOPE_RELATION = "web_scope"
+STUDENT_NOW_RELATION = "web_student_now"
 
+
+def _scoped(viewer: Viewer) -> str:
+    """The ``scope`` CTE of a student-level query: the viewer's students, as computed by
+    :func:`governance.scopes.student_scope_sql` (see :meth:`DashboardQueries.scope`), read from
+    the relation the query layer registers on the cursor. A query run without it fails: there
+    is no unscoped fallback."""
+    return f"scope AS (SELECT person_id FROM {SCOPE_RELATION})"
+
+
+_HISTORY = """
+WITH d AS (SELECT person_id, section_id, as_of, max(probability) AS p FROM risk_score GROUP BY ALL)
+SELECT person_id, section_id, as_of, p FROM d
+QUALIFY row_number() OVER (PARTITION BY person_id, section_id ORDER BY as_of DESC) <= 12
+ORDER BY person_id, section_id NULLS FIRST, as_of"""
+
+
+class RiskHistory:
+    """``(person_id, section_id or None) -> [(as_of, daily max probability), ...]``, oldest first."""
+
+    def __init__(self, series: dict[tuple[str, str | None], list[tuple[Any, float]]]) -> None:
+        self._series = series
+        self._sections: dict[str, list[tuple[str, str | None]]] = {}
+        for key in series:
+            self._sections.setdefault(key[0], []).append(key)
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame) -> RiskHistory:
+        if frame.empty:
+            return cls({})
+        people = frame["person_id"].astype(str).to_numpy()
+        sections = frame["section_id"].astype(object).where(frame["section_id"].notna(), None).to_numpy()
+        days = frame["as_of"].to_numpy()
+        probs = frame["p"].astype(float).to_numpy()
+        series: dict[tuple[str, str | None], list[tuple[Any, float]]] = {}
+        for person, section, day, p in zip(people, sections, days, probs, strict=True):
+            series.setdefault((person, section), []).append((day, float(p)))
+        return cls(series)
+
+    def get(
+        self, key: tuple[str, str | None], default: Sequence[tuple[Any, float]] = ()
+    ) -> Sequence[tuple[Any, float]]:
+        return self._series.get(key, default)
+
+    def sections_of(self, person_id: str) -> list[tuple[str, str | None]]:
+        return [k for k in self._sections.get(person_id, []) if k[1] is not None]
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The result of a viewer's scope SQL: the person ids, as an Arrow table and a set."""
+
+    table: pa.Table
+    ids: frozenset[str]
+
+
+_STUDENT_NOW = """
+WITH le AS (
+  SELECT person_id, school_id, grade_level FROM school_enrollment
+  QUALIFY row_number() OVER (PARTITION BY person_id ORDER BY school_year DESC, entry_date DESC) = 1
+), lr AS (
+  SELECT person_id, probability, target, as_of, reasons FROM risk_score_latest
+  QUALIFY row_number() OVER (PARTITION BY person_id ORDER BY as_of DESC, probability DESC) = 1
+)
+SELECT p.person_id, p.given_name, p.family_name, le.school_id, le.grade_level,
+       lr.probability, lr.target, lr.as_of, lr.reasons
+FROM person p LEFT JOIN le ON le.person_id = p.person_id LEFT JOIN lr ON lr.person_id = p.person_id
+WHERE p.role = 'student'"""
 
 _LATEST_ENROLLMENT = """
 latest_enrollment AS (
   SELECT person_id, school_id, grade_level, school_year FROM school_enrollment
   WHERE person_id IN (SELECT person_id FROM scope)
   QUALIFY row_number() OVER (PARTITION BY person_id ORDER BY school_year DESC, entry_date DESC) = 1
-)"""
-
-_LATEST_RISK = """
-latest_risk AS (
-  SELECT person_id, probability, target, as_of, reasons, model_id FROM risk_score
-  WHERE person_id IN (SELECT person_id FROM scope)
-  QUALIFY row_number() OVER (PARTITION BY person_id ORDER BY as_of DESC,
-                 probability DESC) = 1
 )"""
 
 
@@ -173,11 +257,12 @@ def parse_reasons(value: object) -> list[str]:
 class DashboardQueries:
     """Scoped, audited reads for the pages and the API."""
 
-    def __init__(self, reader: WarehouseReader, store: GovernanceStore) -> None:
+    def __init__(self, reader: WarehouseReader, store: GovernanceStore, *, caching: bool = True) -> None:
         self.reader = reader
         self.store = store
         self.audit = AuditLog(store)
-        self._cache = _Cache()
+        self.caching = caching  # off: every value is recomputed per request (the load test's baseline)
+        self._memo = _Memo()
 
     # -- audit ---------------------------------------------------------------------
 
@@ -192,30 +277,68 @@ class DashboardQueries:
             )
         )
 
-    def _frame(self, sql: str, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    def _frame(
+        self, sql: str, params: dict[str, Any] | None = None, viewer: Viewer | None = None
+    ) -> pd.DataFrame:
+        """Run one query; with ``viewer`` its scope is registered for the ``scope`` CTE."""
         with self.reader.cursor() as con:
+            if viewer is not None:
+                self.register_scope(con, viewer)
             return con.execute(sql, params or {}).df()
+
+    # -- scope -----------------------------------------------------------------------
+
+    def scope(self, viewer: Viewer) -> Scope:
+        """The viewer's students: governance's scope SQL, run once per distinct SQL text and
+        warehouse version. The SQL names the grants' targets and a counselor's caseload, so a
+        changed grant or caseload is a different key; a load or daily run changes the version."""
+        sql = student_scope_sql(viewer.principal, viewer.store)
+
+        def compute() -> Scope:
+            with self.reader.cursor() as con:
+                query = f"SELECT DISTINCT person_id FROM ({sql}) s ORDER BY 1"
+                table: pa.Table = con.sql(query).to_arrow_table()
+            return Scope(table, frozenset(table.column("person_id").to_pylist()))
+
+        scope: Scope = self.memo(("scope", sql), compute)
+        return scope
+
+    def register_scope(self, con: duckdb.DuckDBPyConnection, viewer: Viewer) -> None:
+        """Make the viewer's scope readable as the ``scope`` CTE on this cursor."""
+        con.register(SCOPE_RELATION, self.scope(viewer).table)
+
+    def student_now(self) -> pa.Table:
+        """One row per student: name, latest school and grade, current risk (highest probability
+        of the latest scoring date) with its target, date and reasons. Once per version."""
+
+        def compute() -> pa.Table:
+            with self.reader.cursor() as con:
+                table: pa.Table = con.sql(_STUDENT_NOW).to_arrow_table()
+            return table
+
+        table: pa.Table = self.memo("student_now", compute)
+        return table
 
     # -- students --------------------------------------------------------------------
 
     def in_scope(self, viewer: Viewer, person_id: str) -> bool:
-        sql = f"WITH {_scoped(viewer)} SELECT count(*) AS n FROM scope WHERE person_id = $pid"
-        return bool(self._frame(sql, {"pid": person_id})["n"].iloc[0])
+        return person_id in self.scope(viewer).ids
 
     def students(self, viewer: Viewer, *, limit: int, offset: int, what: str = "students") -> Page:
         """In-scope students by descending current risk, with school and grade."""
         limit, offset = _bounds(limit, offset)
         sql = f"""
-        WITH {_scoped(viewer)}, {_LATEST_ENROLLMENT}, {_LATEST_RISK}
-        SELECT s.person_id, p.given_name, p.family_name, le.school_id, le.grade_level,
-               lr.probability, lr.target, lr.as_of, lr.reasons, count(*) OVER () AS total
-        FROM (SELECT DISTINCT person_id FROM scope) s
-        JOIN person p ON p.person_id = s.person_id AND p.role = 'student'
-        LEFT JOIN latest_enrollment le ON le.person_id = s.person_id
-        LEFT JOIN latest_risk lr ON lr.person_id = s.person_id
-        ORDER BY lr.probability DESC NULLS LAST, p.family_name, p.given_name, s.person_id
+        WITH {_scoped(viewer)}
+        SELECT n.person_id, n.given_name, n.family_name, n.school_id, n.grade_level,
+               n.probability, n.target, n.as_of, n.reasons, count(*) OVER () AS total
+        FROM {STUDENT_NOW_RELATION} n
+        WHERE n.person_id IN (SELECT person_id FROM scope)
+        ORDER BY n.probability DESC NULLS LAST, n.family_name, n.given_name, n.person_id
         LIMIT $limit OFFSET $offset"""
-        rows = self._frame(sql, {"limit": limit, "offset": offset})
+        with self.reader.cursor() as con:
+            self.register_scope(con, viewer)
+            con.register(STUDENT_NOW_RELATION, self.student_now())
+            rows = con.execute(sql, {"limit": limit, "offset": offset}).df()
         total = int(rows["total"].iloc[0]) if len(rows) else self._count_scope(viewer)
         rows = rows.drop(columns="total")
         rows["reasons"] = rows["reasons"].map(parse_reasons)
@@ -228,7 +351,7 @@ class DashboardQueries:
             f"WITH {_scoped(viewer)} SELECT count(DISTINCT s.person_id) AS n FROM scope s "
             "JOIN person p ON p.person_id = s.person_id AND p.role = 'student'"
         )
-        return int(self._frame(sql)["n"].iloc[0])
+        return int(self._frame(sql, viewer=viewer)["n"].iloc[0])
 
     def student_profile(self, viewer: Viewer, person_id: str) -> dict[str, Any]:
         """Everything the profile page shows about one in-scope student (one audit event)."""
@@ -246,11 +369,13 @@ class DashboardQueries:
                 LEFT JOIN latest_enrollment le ON le.person_id = p.person_id
                 LEFT JOIN organization o ON o.org_id = le.school_id WHERE {guard("p.")}""",
             pid,
+            viewer,
         )
         risk = self._frame(
             f"""{base} SELECT as_of, target, section_id, probability, reasons, model_id FROM risk_score
                 WHERE {guard()} ORDER BY as_of DESC, probability DESC LIMIT 200""",
             pid,
+            viewer,
         )
         risk["reasons"] = risk["reasons"].map(parse_reasons)
         attendance = self._frame(
@@ -260,12 +385,14 @@ class DashboardQueries:
                 count(*) FILTER (WHERE status = 'tardy') AS tardies
                 FROM attendance WHERE {guard()} GROUP BY 1 ORDER BY 1 DESC LIMIT 24""",
             pid,
+            viewer,
         )
         rate = self._frame(
             f"""{base} SELECT school_year, week, attendance_rate, chronic_absence, abc_attendance_lt90,
                 abc_course_failure, abc_behavior FROM weekly_features_k12 WHERE {guard()}
                 ORDER BY school_year DESC, week DESC LIMIT 1""",
             pid,
+            viewer,
         )
         grades = self._frame(
             f"""{base} SELECT t.name AS term, c.title AS course, g.section_id, g.numeric_grade,
@@ -274,22 +401,26 @@ class DashboardQueries:
                 JOIN course c ON c.course_id = s.course_id JOIN term t ON t.term_id = g.term_id
                 WHERE {guard("g.")} ORDER BY t.start_date DESC, c.title LIMIT 100""",
             pid,
+            viewer,
         )
         assessments = self._frame(
             f"""{base} SELECT assessment, subject, school_year, grade_level, test_date, scale_score, sem,
                 perf_level, percentile FROM assessment_result WHERE {guard()}
                 ORDER BY test_date DESC, subject LIMIT 100""",
             pid,
+            viewer,
         )
         interventions = self._frame(
             f"""{base} SELECT intervention_id, intervention_type, start_date, end_date, status, outcome
                 FROM intervention WHERE {guard()} ORDER BY start_date DESC LIMIT 100""",
             pid,
+            viewer,
         )
         alerts = self._frame(
-            f"""{base} SELECT alert_id, rule, raised_at, status FROM alert WHERE {guard()}
+            f"""{base} SELECT alert_id, rule, raised_at, status, recipient_id FROM alert WHERE {guard()}
                 ORDER BY raised_at DESC LIMIT 50""",
             pid,
+            viewer,
         )
         self._audit(viewer, "view_student", viewer.what or "student_profile", [person_id])
         return {
@@ -303,20 +434,43 @@ class DashboardQueries:
             "alerts": alerts,
         }
 
+    def disclosures(self, viewer: Viewer, person_id: str) -> pd.DataFrame:
+        """The student's disclosure ledger (who received which records, when, on what basis)."""
+        ledger = DisclosureLedger(self.store).for_student(person_id)
+        self._audit(viewer, "view_disclosures", viewer.what or "disclosures", [person_id])
+        return ledger
+
     def risk_history(self, viewer: Viewer, person_ids: Sequence[str], section_id: str | None = None) -> dict:
-        """Per student, the daily maximum probability over time (oldest first), for sparklines."""
-        if not person_ids:
-            return {}
-        section = "AND (section_id = $section OR section_id IS NULL)" if section_id else ""
-        sql = f"""WITH {_scoped(viewer)}
-            SELECT person_id, as_of, max(probability) AS p FROM risk_score
-            WHERE person_id IN (SELECT unnest($ids::VARCHAR[])) AND person_id IN (SELECT person_id FROM scope)
-            {section} GROUP BY 1, 2 ORDER BY 1, 2"""
-        params: dict[str, Any] = {"ids": list(person_ids)}
-        if section_id:
-            params["section"] = section_id
-        frame = self._frame(sql, params)
-        return {k: g["p"].tail(12).tolist() for k, g in frame.groupby("person_id", sort=False)}
+        """Per in-scope student, the daily maximum probability of the last 12 scoring dates
+        (oldest first) of the section's and the section-less (K-12) scores, for sparklines."""
+        ids = self.scope(viewer).ids
+        history = self.history()
+        out: dict[str, list[float]] = {}
+        for pid in person_ids:
+            if pid not in ids:
+                continue
+            # The section's scores and the section-less ones; without a section, every series.
+            keys: list[tuple[str, str | None]] = [(pid, None)]
+            keys += [(pid, section_id)] if section_id else history.sections_of(pid)
+            points: dict[Any, float] = {}
+            for key in keys:
+                for day, p in history.get(key):
+                    points[day] = max(p, points.get(day, p))
+            if points:
+                out[pid] = [points[d] for d in sorted(points)][-12:]
+        return out
+
+    def history(self) -> RiskHistory:
+        """The last 12 scoring dates of every student and section (once per warehouse version;
+        after a scoring run the previous one is served while the new one is built)."""
+
+        def compute() -> RiskHistory:
+            with self.reader.cursor() as con:
+                frame = con.sql(_HISTORY).df()
+            return RiskHistory.from_frame(frame)
+
+        history: RiskHistory = self.memo("risk_history", compute, stale_ok=True)
+        return history
 
     # -- sections ----------------------------------------------------------------------
 
@@ -324,42 +478,44 @@ class DashboardQueries:
         """SQL predicate on ``s`` (section): the sections the viewer's grants reach as sections."""
         return f"s.section_id IN ({section_scope_sql(viewer.principal)})", {}
 
+    def _all_sections(self, viewer: Viewer) -> pd.DataFrame:
+        """Every section of the viewer with its in-scope student count (once per version)."""
+        pred, params = self._section_filter(viewer)
+        sql = f"""
+        WITH {_scoped(viewer)},
+        mine AS (SELECT s.section_id, s.course_id, s.term_id, s.school_id FROM section s WHERE {pred}),
+        counts AS (SELECT e.section_id, count(*) AS students FROM enrollment e
+                   WHERE e.role = 'student' AND e.section_id IN (SELECT section_id FROM mine)
+                   AND e.person_id IN (SELECT person_id FROM scope) GROUP BY 1)
+        SELECT s.section_id, c.title AS course, t.name AS term, t.start_date, s.school_id, o.name AS school,
+               coalesce(counts.students, 0) AS students
+        FROM mine s JOIN course c ON c.course_id = s.course_id JOIN term t ON t.term_id = s.term_id
+        LEFT JOIN organization o ON o.org_id = s.school_id
+        LEFT JOIN counts ON counts.section_id = s.section_id
+        ORDER BY t.start_date DESC, c.title, s.section_id"""
+        key = ("sections", pred, student_scope_sql(viewer.principal, viewer.store))
+        frame: pd.DataFrame = self.memo(key, lambda: self._frame(sql, params, viewer))
+        return frame
+
     def sections(self, viewer: Viewer, *, limit: int = 100, offset: int = 0) -> Page:
         """The viewer's sections (taught, or in a school it oversees), newest term first."""
         limit, offset = _bounds(limit, offset)
-        pred, params = self._section_filter(viewer)
-        sql = f"""
-        WITH {_scoped(viewer)}
-        SELECT s.section_id, c.title AS course, t.name AS term, t.start_date, s.school_id, o.name AS school,
-               (SELECT count(*) FROM enrollment e WHERE e.section_id = s.section_id AND e.role = 'student'
-                AND e.person_id IN (SELECT person_id FROM scope)) AS students,
-               count(*) OVER () AS total
-        FROM section s JOIN course c ON c.course_id = s.course_id JOIN term t ON t.term_id = s.term_id
-        LEFT JOIN organization o ON o.org_id = s.school_id
-        WHERE {pred}
-        ORDER BY t.start_date DESC, c.title, s.section_id LIMIT $limit OFFSET $offset"""
-        rows = self._frame(sql, {**params, "limit": limit, "offset": offset})
-        total = int(rows["total"].iloc[0]) if len(rows) else 0
-        return Page(rows.drop(columns="total"), total, limit, offset)
+        frame = self._all_sections(viewer)
+        rows = frame.iloc[offset : offset + limit].reset_index(drop=True)
+        return Page(rows, len(frame), limit, offset)
 
     def section_roster(self, viewer: Viewer, section_id: str, *, limit: int, offset: int) -> dict[str, Any]:
         """Students of one section in scope, by descending risk, with reasons and missing work."""
         limit, offset = _bounds(limit, offset)
-        pred, params = self._section_filter(viewer)
-        info = self._frame(
-            f"""SELECT s.section_id, c.title AS course, t.name AS term, o.name AS school FROM section s
-                JOIN course c ON c.course_id = s.course_id JOIN term t ON t.term_id = s.term_id
-                LEFT JOIN organization o ON o.org_id = s.school_id
-                WHERE s.section_id = $section AND {pred}""",
-            {**params, "section": section_id},
-        )
+        listing = self._all_sections(viewer)
+        info = listing.loc[listing["section_id"] == section_id, ["section_id", "course", "term", "school"]]
         if info.empty:
             raise NotFound(NOT_FOUND_SECTION)
         sql = f"""
         WITH {_scoped(viewer)},
         roster AS (SELECT DISTINCT person_id FROM enrollment WHERE section_id = $section AND role = 'student'
                    AND person_id IN (SELECT person_id FROM scope)),
-        risk AS (SELECT person_id, probability, reasons, as_of, target FROM risk_score
+        risk AS (SELECT person_id, probability, reasons, as_of, target FROM risk_score_latest
                  WHERE person_id IN (SELECT person_id FROM roster)
                  AND (section_id = $section OR section_id IS NULL)
                  QUALIFY row_number() OVER (PARTITION BY person_id ORDER BY as_of DESC,
@@ -373,7 +529,7 @@ class DashboardQueries:
         LEFT JOIN risk ON risk.person_id = r.person_id LEFT JOIN work ON work.person_id = r.person_id
         ORDER BY risk.probability DESC NULLS LAST, p.family_name, p.given_name, r.person_id
         LIMIT $limit OFFSET $offset"""
-        rows = self._frame(sql, {"section": section_id, "limit": limit, "offset": offset})
+        rows = self._frame(sql, {"section": section_id, "limit": limit, "offset": offset}, viewer)
         total = int(rows["total"].iloc[0]) if len(rows) else 0
         rows = rows.drop(columns="total")
         rows["reasons"] = rows["reasons"].map(parse_reasons)
@@ -416,7 +572,7 @@ class DashboardQueries:
         what: str,
         extra: dict[str, Any] | None = None,
     ) -> Page:
-        rows = self._frame(sql, {"limit": limit, "offset": offset, **(extra or {})})
+        rows = self._frame(sql, {"limit": limit, "offset": offset, **(extra or {})}, viewer)
         total = int(rows["total"].iloc[0]) if len(rows) else 0
         rows = rows.drop(columns="total")
         if len(rows):
@@ -426,6 +582,11 @@ class DashboardQueries:
     # -- aggregates ----------------------------------------------------------------------
 
     def schools_in_scope(self, viewer: Viewer) -> pd.DataFrame:
+        """Schools the viewer's grants cover (cached per grant set and warehouse version)."""
+        key = ("schools", frozenset(viewer.principal.grants))
+        return self.memo(key, lambda: self._schools_in_scope(viewer)).copy()
+
+    def _schools_in_scope(self, viewer: Viewer) -> pd.DataFrame:
         with self.reader.cursor() as con:
             ids = sorted(school_scope(viewer.principal, con))
             return con.execute(
@@ -441,13 +602,20 @@ class DashboardQueries:
         schools = self.schools_in_scope(viewer)
         if school_id not in set(schools["org_id"]):
             raise NotFound(NOT_FOUND_SCHOOL)
+        name = str(schools.loc[schools["org_id"] == school_id, "name"].iloc[0])
+        suppressed = not viewer.can("view_student")
+        key = ("school_summary", school_id, suppressed)
+        summary = self.memo(key, lambda: self._school_summary(school_id, name, suppressed))
+        return copy.deepcopy(summary)
+
+    def _school_summary(self, school_id: str, name: str, suppressed: bool) -> dict[str, Any]:
         params = {"school": school_id}
         current = """cur AS (SELECT DISTINCT person_id FROM school_enrollment WHERE school_id = $school
                      AND school_year = (SELECT max(school_year) FROM school_enrollment
                      WHERE school_id = $school))"""
         dist = self._frame(
             f"""WITH {current},
-                lr AS (SELECT person_id, probability FROM risk_score
+                lr AS (SELECT person_id, probability FROM risk_score_latest
                    WHERE person_id IN (SELECT person_id FROM cur)
                        QUALIFY row_number() OVER (PARTITION BY person_id ORDER BY as_of DESC,
                  probability DESC) = 1)
@@ -473,9 +641,8 @@ class DashboardQueries:
                WHERE a.assessment = 'state_test' GROUP BY 1, 2 ORDER BY 1, 2""",
             params,
         )
-        name = schools.loc[schools["org_id"] == school_id, "name"].iloc[0]
         abc_row = abc.iloc[0].to_dict() if len(abc) else {}
-        if not viewer.can("view_student"):
+        if suppressed:
             # Aggregate-only roles: the same figures, small cells hidden.
             bins = suppress_table(
                 pd.DataFrame({"bin": range(10), "n": counts}), count_col="n", min_n=MIN_CELL
@@ -502,12 +669,16 @@ class DashboardQueries:
         """Per school in scope: enrolled n, flagged share, mean risk, chronic absence, proficiency
         (latest year), after small-cell suppression."""
         schools = self.schools_in_scope(viewer)
+        key = ("school_table", tuple(schools["org_id"]))
+        return self.memo(key, lambda: self._school_table(schools)).copy()
+
+    def _school_table(self, schools: pd.DataFrame) -> pd.DataFrame:
         frame = self._frame(
             f"""WITH yr AS (SELECT school_id, max(school_year) AS y FROM school_enrollment GROUP BY 1),
             cur AS (SELECT DISTINCT e.school_id, e.person_id FROM school_enrollment e JOIN yr
                     ON yr.school_id = e.school_id AND e.school_year = yr.y
                     WHERE e.school_id IN (SELECT unnest($ids::VARCHAR[]))),
-            lr AS (SELECT person_id, probability FROM risk_score
+            lr AS (SELECT person_id, probability FROM risk_score_latest
                    WHERE person_id IN (SELECT person_id FROM cur)
                    QUALIFY row_number() OVER (PARTITION BY person_id ORDER BY as_of DESC,
                  probability DESC) = 1),
@@ -545,6 +716,10 @@ class DashboardQueries:
     def district_trends(self, viewer: Viewer) -> pd.DataFrame:
         """Per school year over the schools in scope: tested n and proficiency by subject (suppressed)."""
         schools = self.schools_in_scope(viewer)
+        key = ("district_trends", tuple(schools["org_id"]))
+        return self.memo(key, lambda: self._district_trends(schools)).copy()
+
+    def _district_trends(self, schools: pd.DataFrame) -> pd.DataFrame:
         frame = self._frame(
             """SELECT a.school_year, a.subject, count(*) AS n, avg((a.perf_level >= 3)::INT) AS proficient,
                       avg(a.scale_score) AS mean_score
@@ -580,15 +755,99 @@ class DashboardQueries:
             raise InvalidInput(f"unknown extract dataset {dataset!r}")
         return self._frame(sql)
 
-    # -- cached statistics ----------------------------------------------------------------
+    # -- caches ---------------------------------------------------------------------------
 
-    def cached(self, key: str, compute: Any) -> Any:
-        """``compute(con)`` once per process (statistics over the whole warehouse are slow)."""
-        with self._cache.lock:
-            if key not in self._cache.values:
-                with self.reader.cursor() as con:
-                    self._cache.values[key] = compute(con)
-            return self._cache.values[key]
+    def version(self) -> tuple[Any, ...]:
+        """The warehouse's version: last load batch, last daily-run step, latest scores.
+
+        Read from the warehouse at most every :data:`VERSION_TTL_S` seconds; a change drops
+        every cached aggregate (statistics are recomputed in the background, see :meth:`cached`).
+        """
+        memo = self._memo
+        now = time.monotonic()
+        with memo.lock:
+            if memo.version is not None and now - memo.checked < VERSION_TTL_S:
+                return memo.version
+        row = self._row(VERSION_SQL)
+        current = tuple(str(v) for v in row)
+        with memo.lock:
+            if current != memo.version:
+                if memo.version is not None:
+                    log.info("warehouse changed: cached aggregates dropped")
+                memo.version = current
+            memo.checked = now
+        return current
+
+    def invalidate(self) -> None:
+        """Re-read the warehouse version on the next request (after a write of this process)."""
+        with self._memo.lock:
+            self._memo.checked = float("-inf")
+
+    def _row(self, sql: str) -> tuple[Any, ...]:
+        with self.reader.cursor() as con:
+            found = con.execute(sql).fetchone()
+        return tuple(found) if found is not None else ()
+
+    def memo(self, key: Hashable, compute: Callable[[], Any], *, stale_ok: bool = False) -> Any:
+        """``compute()`` once per warehouse version (concurrent callers of a key wait for one run).
+
+        With ``stale_ok`` a value of an older version is returned at once while a background
+        thread computes the new one (for statistics that take seconds).
+        """
+        if not self.caching:
+            return compute()
+        version = self.version()
+        memo = self._memo
+        with memo.lock:
+            entry = memo.entries.get(key)
+        if entry is not None and entry.version == version:
+            return entry.value
+        if entry is not None and stale_ok:
+            self._refresh_in_background(key, compute, version)
+            return entry.value
+        with memo.key_lock(key):
+            with memo.lock:
+                entry = memo.entries.get(key)
+            if entry is not None and entry.version == version:
+                return entry.value
+            value = compute()
+            with memo.lock:
+                memo.entries[key] = _Entry(value, version)
+            return value
+
+    def _refresh_in_background(
+        self, key: Hashable, compute: Callable[[], Any], version: tuple[Any, ...]
+    ) -> None:
+        memo = self._memo
+        with memo.lock:
+            if key in memo.refreshing:
+                return
+            memo.refreshing.add(key)
+
+        def run() -> None:
+            try:
+                with memo.key_lock(key):
+                    value = compute()
+                with memo.lock:
+                    memo.entries[key] = _Entry(value, version)
+            except Exception:
+                log.exception("background refresh of %s failed", key)
+            finally:
+                with memo.lock:
+                    memo.refreshing.discard(key)
+
+        threading.Thread(target=run, name=f"edsight-refresh-{key}", daemon=True).start()
+
+    def cached(self, key: str, compute: Callable[[duckdb.DuckDBPyConnection], Any]) -> Any:
+        """A statistic over the whole warehouse (``compute(con)`` takes seconds): computed once
+        per warehouse version; after a change the old value is served while the new one is
+        computed in the background."""
+
+        def run() -> Any:
+            with self.reader.cursor() as con:
+                return compute(con)
+
+        return self.memo(("statistic", key), run, stale_ok=True)
 
 
 def _bounds(limit: int, offset: int) -> tuple[int, int]:

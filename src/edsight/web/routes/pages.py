@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import logging
+from datetime import date, timedelta
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import pandas as pd
 from fastapi import APIRouter, Depends, Form, Query, Request
@@ -12,10 +14,12 @@ from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
 from edsight.errors import InvalidInput
 from edsight.governance.audit import AuditEvent
+from edsight.schema import INTERVENTION_OUTCOMES
 from edsight.web import charts
+from edsight.web.actions import MAX_NOTE, NEXT_STATUS, recipient_ids
 from edsight.web.analytics import model_cards, school_gaps, school_value_added_rows
 from edsight.web.context import context, viewer
-from edsight.web.queries import FLAG_THRESHOLD, Page, Viewer, require
+from edsight.web.queries import FLAG_THRESHOLD, NOT_FOUND_STUDENT, NotFound, Page, Viewer, require
 from edsight.web.security import CSRF_FIELD, check_csrf
 
 log = logging.getLogger(__name__)
@@ -35,6 +39,7 @@ def nav(v: Viewer) -> list[tuple[str, str]]:
     items: list[tuple[str, str]] = []
     for child in v.targets("parent"):
         items.append((f"/students/{child}", "My child"))
+        items.append((f"/students/{child}/disclosures", "Disclosures"))
     if v.can("view_section") and v.roles & {"teacher", "principal", "district_admin"}:
         items.append(("/sections", "Sections"))
     if v.can("view_student") and v.roles - {"parent"}:
@@ -107,7 +112,8 @@ def section(
 @router.get("/students/{person_id}")
 def student(request: Request, v: ViewerDep, person_id: str) -> Response:
     require(v, "view_student", person_id)
-    profile = context(request).queries.student_profile(v, person_id)
+    ctx = context(request)
+    profile = ctx.queries.student_profile(v, person_id)
     risk = profile["risk"]
     by_day = risk.groupby("as_of", sort=True)["probability"].max() if len(risk) else pd.Series(dtype=float)
     risk_chart = charts.line_chart(
@@ -132,6 +138,8 @@ def student(request: Request, v: ViewerDep, person_id: str) -> Response:
         unit=" days",
     )
     header = profile["header"]
+    manage = v.can("manage_interventions")
+    actions = ctx.actions
     return render(
         request,
         v,
@@ -142,7 +150,101 @@ def student(request: Request, v: ViewerDep, person_id: str) -> Response:
         risk_chart=risk_chart,
         growth_chart=growth_chart,
         att_chart=att_chart,
+        manage=manage,
+        recommended=actions.recommendations(v, person_id) if manage else [],
+        notes=actions.case_notes(v, [person_id]) if manage else {},
+        next_status=NEXT_STATUS,
+        outcomes=INTERVENTION_OUTCOMES,
+        mine=set(recipient_ids(v)),
+        snooze_default=(date.today() + timedelta(days=7)).isoformat(),
+        saved=request.query_params.get("saved", "")[:40],
     )
+
+
+@router.get("/students/{person_id}/disclosures")
+def disclosures(request: Request, v: ViewerDep, person_id: str) -> Response:
+    """The 34 CFR 99.32 record of who received the student's records (a parent's right)."""
+    require(v, "view_disclosures", person_id)
+    ctx = context(request)
+    if not ctx.queries.in_scope(v, person_id):
+        raise NotFound(NOT_FOUND_STUDENT)
+    ledger = ctx.queries.disclosures(v, person_id)
+    return render(request, v, "disclosures.html", title="Who has received these records", ledger=ledger)
+
+
+def _back(person_id: str, saved: str) -> RedirectResponse:
+    return RedirectResponse(f"/students/{quote(person_id, safe='')}?saved={saved}#int-h", status_code=303)
+
+
+@router.post("/alerts/{alert_id}")
+def alert_update(
+    request: Request,
+    v: ViewerDep,
+    alert_id: str,
+    action: Annotated[str, Form(max_length=16)],
+    snooze_until: Annotated[str, Form(max_length=10)] = "",
+    back: Annotated[str, Form(max_length=16)] = "inbox",
+    csrf_token: Annotated[str, Form(alias=CSRF_FIELD, max_length=256)] = "",
+) -> Response:
+    """Acknowledge, snooze, reopen or close one of the viewer's own alerts."""
+    check_csrf(request, csrf_token)
+    until = _date(snooze_until) if action == "snooze" else None
+    person_id = context(request).actions.set_alert(v, alert_id, action, snooze_until=until)
+    if back == "student":
+        return RedirectResponse(f"/students/{quote(person_id, safe='')}#alert-h", status_code=303)
+    return RedirectResponse("/alerts", status_code=303)
+
+
+@router.post("/students/{person_id}/interventions")
+def intervention_assign(
+    request: Request,
+    v: ViewerDep,
+    person_id: str,
+    intervention: Annotated[str, Form(max_length=64)],
+    note: Annotated[str, Form(max_length=MAX_NOTE)] = "",
+    csrf_token: Annotated[str, Form(alias=CSRF_FIELD, max_length=256)] = "",
+) -> Response:
+    """Assign one of the supports recommended from the student's latest reason codes."""
+    check_csrf(request, csrf_token)
+    context(request).actions.assign(v, person_id, intervention, note=note)
+    return _back(person_id, "assigned")
+
+
+@router.post("/interventions/{intervention_id}")
+def intervention_update(
+    request: Request,
+    v: ViewerDep,
+    intervention_id: str,
+    status: Annotated[str, Form(max_length=16)] = "",
+    note: Annotated[str, Form(max_length=MAX_NOTE)] = "",
+    csrf_token: Annotated[str, Form(alias=CSRF_FIELD, max_length=256)] = "",
+) -> Response:
+    """Move a case forward (recommended -> assigned -> active) and/or add a note."""
+    check_csrf(request, csrf_token)
+    person_id = context(request).actions.update(v, intervention_id, status=status or None, note=note)
+    return _back(person_id, "updated")
+
+
+@router.post("/interventions/{intervention_id}/close")
+def intervention_close(
+    request: Request,
+    v: ViewerDep,
+    intervention_id: str,
+    outcome: Annotated[str, Form(max_length=16)],
+    note: Annotated[str, Form(max_length=MAX_NOTE)] = "",
+    csrf_token: Annotated[str, Form(alias=CSRF_FIELD, max_length=256)] = "",
+) -> Response:
+    """Close a case with its outcome."""
+    check_csrf(request, csrf_token)
+    person_id = context(request).actions.close(v, intervention_id, outcome=outcome, note=note)
+    return _back(person_id, "closed")
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        raise InvalidInput("snooze until: give a date as YYYY-MM-DD") from None
 
 
 def _day_number(value: Any) -> float:
@@ -173,7 +275,15 @@ def alerts(
 ) -> Response:
     require(v, "view_student")
     page = context(request).queries.alerts(v, limit=PAGE_SIZE, offset=offset, status=status or None)
-    return render(request, v, "alerts.html", title="Alert inbox", pager=pager(page, request.url.path))
+    return render(
+        request,
+        v,
+        "alerts.html",
+        title="Alert inbox",
+        pager=pager(page, request.url.path),
+        mine=set(recipient_ids(v)),
+        snooze_default=(date.today() + timedelta(days=7)).isoformat(),
+    )
 
 
 @router.get("/schools/{school_id}")
