@@ -262,3 +262,10 @@ def test_bad_input_is_named(canvas: Warehouse, tmp_path: Path) -> None:
         train_model(empty, kind="k12", target="dropout_1y")
     with pytest.raises(InvalidInput, match="no trained k12 models"):
         score(canvas, as_of=AS_OF, kind="k12")
+
+
+def test_training_rows_are_capped_by_whole_students(canvas: Warehouse) -> None:
+    record = train_model(canvas, kind="lms", target="will_dropout", name="t-capped", max_rows=1500)
+    metrics = record.metadata["metrics"]
+    assert metrics["n_available"] > 1500
+    assert 0 < metrics["n_train"] <= 1500

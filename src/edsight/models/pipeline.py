@@ -107,6 +107,23 @@ def _fit(
     return model.fit(rows[mf.inputs], y, groups=rows["person_id"].astype(str).to_numpy())
 
 
+MAX_TRAIN_ROWS = 600_000
+
+
+def _cap_rows(frame: pd.DataFrame, max_rows: int | None, seed: int) -> pd.DataFrame:
+    """At most about ``max_rows`` rows, by whole students drawn at random."""
+    if max_rows is None or len(frame) <= max_rows:
+        return frame
+    people = frame["person_id"].astype(str)
+    order = pd.Series(people.unique()).sample(frac=1.0, random_state=seed)
+    sizes = people.value_counts().reindex(order).cumsum()
+    keep = set(sizes.index[sizes <= max_rows])
+    log.info(
+        "training on %d of %d rows (whole students drawn at random)", people.isin(keep).sum(), len(frame)
+    )
+    return frame[people.isin(keep).to_numpy()].reset_index(drop=True)
+
+
 def _window(mf: ModelFrame, train_until: date | None) -> dict[str, Any]:
     f = mf.frame
     periods = f["school_year"] if mf.kind == "k12" else f["term_id"]
@@ -133,8 +150,12 @@ def train_model(
     calibration: Calibration = "isotonic",
     evaluation: Mapping[str, Any] | None = None,
     n_jobs: int = 1,
+    max_rows: int | None = MAX_TRAIN_ROWS,
 ) -> ModelRecord:
     """Fit a calibrated model on every row whose outcome was observed by ``train_until``.
+
+    Above ``max_rows`` rows, whole students are drawn at random (seeded) until the cap is
+    reached: training time stays bounded at state scale, and a student's weeks stay together.
 
     The model is saved as the next version of ``name`` (default :func:`default_model_name`)
     with its training window, inputs, metrics and data hash, and a model card is written
@@ -149,9 +170,9 @@ def train_model(
     started = time.perf_counter()
     with warehouse.connect(read_only=True) as con:
         mf = model_frame(con, k, target, horizon=horizon, weeks=chosen_weeks, train_until=until)
-    rows = mf.frame
+    rows = _cap_rows(mf.frame, max_rows, seed)
     model = _fit(mf, rows, learner=learner, calibration=calibration, seed=seed, n_jobs=n_jobs)
-    y = mf.y
+    y = rows["y"].to_numpy(np.int64)
     in_sample = summary_metrics(
         y,
         model.predict_proba(rows[mf.inputs])[:, 1],
@@ -159,6 +180,7 @@ def train_model(
     )
     metrics: dict[str, Any] = {
         "n_train": len(rows),
+        "n_available": len(mf.frame),
         "n_positive": int(y.sum()),
         "prevalence": float(y.mean()),
         "in_sample": {key: in_sample[key] for key in ("auc", "pr_auc", "brier", "ece")},
