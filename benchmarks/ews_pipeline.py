@@ -95,7 +95,7 @@ def main() -> int:
         model.predict_proba(current[model.feature_names_in_])
         predict_s = time.perf_counter() - start
         assert n == n_again == len(current)
-        print(f"score (1 model)    {score_s:8.1f} s  ({n:,} rows with reasons; rescore {rescore_s:.1f} s)")
+        print(f"score (1 model)    {score_s:8.1f} s  ({n:,} rows; rescore {rescore_s:.1f} s)")
         print(f"read+predict only  {predict_s:8.1f} s  (ratio score/predict-only {score_s / predict_s:.2f})")
         print(f"features+score     {t2 - t1 + score_s:8.1f} s  (target < 30 s at 50K)")
         print(f"peak RSS           {peak_rss_mib():8.0f} MiB")
