@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+import zlib
 from collections import defaultdict
 from pathlib import Path
 
@@ -190,6 +191,7 @@ async def drive(
     sample: dict[str, list[str]],
     max_requests: int,
     seconds: float,
+    think: float = 0.0,
 ) -> tuple[dict[str, list[float]], int, int, float]:
     latencies: dict[str, list[float]] = defaultdict(list)
     errors = 0
@@ -198,6 +200,9 @@ async def drive(
 
     async def user(username: str, token: str, target: str | None, role: str) -> None:
         nonlocal errors, done
+        # Think time between a user's requests: exponential with mean `think` (0: closed loop,
+        # each user asks again the moment an answer arrives — the worst case).
+        pause = np.random.default_rng(zlib.crc32(username.encode()))
         async with httpx.AsyncClient(base_url=url, timeout=120) as client:
             client.headers["Authorization"] = f"Bearer {token}"
             plan = routes(role, target, sample)
@@ -215,6 +220,8 @@ async def drive(
                 latencies[label].append(time.perf_counter() - t0)
                 if not ok:
                     errors += 1
+                if think > 0:
+                    await asyncio.sleep(float(pause.exponential(think)))
 
     t0 = time.perf_counter()
     await asyncio.gather(*(user(*u) for u in users))
@@ -258,6 +265,9 @@ def main() -> None:
     parser.add_argument("--home", type=Path, default=Path("tmp/bench-web"))
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument(
+        "--think", type=float, default=0.0, help="mean think time between a user's requests, seconds"
+    )
+    parser.add_argument(
         "--modes",
         default="uncached,cached",
         help="uncached: scopes and aggregates recomputed per request; cached: per-process caches "
@@ -292,7 +302,7 @@ def main() -> None:
             warm = asyncio.run(drive(url, first, sample, 6 * len(first), 300))
             print(f"warm-up ({mode}): {warm[2]} requests in {warm[3]:.1f} s, errors {warm[1]}")
             latencies, errors, done, wall = asyncio.run(
-                drive(url, users, sample, args.requests, args.seconds)
+                drive(url, users, sample, args.requests, args.seconds, args.think)
             )
             rss = psutil.Process(proc.pid).memory_info().rss
             print(
