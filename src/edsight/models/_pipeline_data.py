@@ -114,6 +114,16 @@ def _protected_sql() -> str:
     return ", ".join(f"d.{quote_ident(c)}" for c in PROTECTED)
 
 
+_SHARE_MODULUS = 1_000_003
+
+
+def _share_sql(share: float | None) -> str:
+    """A fixed pseudo-random share of the students (whole students, by a hash of the id)."""
+    if share is None or share >= 1:
+        return ""
+    return f"AND hash(f.person_id) % {_SHARE_MODULUS} < {int(share * _SHARE_MODULUS)}"
+
+
 def _weeks_sql(weeks: Sequence[int] | None) -> str:
     return "" if weeks is None else f"AND f.week IN ({', '.join(str(int(w)) for w in weeks)})"
 
@@ -153,6 +163,7 @@ def lms_frame(
     horizon: int,
     weeks: Sequence[int] | None,
     train_until: date | None = None,
+    person_share: float | None = None,
 ) -> ModelFrame:
     """LMS rows (student, section, week) with the ``target`` over the next ``horizon`` weeks."""
     require_rows(con, "weekly_features_lms", "lms")
@@ -170,7 +181,7 @@ def lms_frame(
         JOIN section s ON s.section_id = f.section_id
         JOIN term t ON t.term_id = s.term_id
         LEFT JOIN student_demographics d ON d.person_id = f.person_id
-        WHERE l.horizon_weeks = {int(horizon)} {_weeks_sql(weeks)} {until}
+        WHERE l.horizon_weeks = {int(horizon)} {_weeks_sql(weeks)} {until} {_share_sql(person_share)}
         ORDER BY f.person_id, f.section_id, f.week
     """  # noqa: S608 - identifiers come from edsight.schema and validated targets
     params = {} if train_until is None else {"until": train_until}
@@ -192,6 +203,7 @@ def k12_frame(
     *,
     weeks: Sequence[int] | None,
     train_until: date | None = None,
+    person_share: float | None = None,
 ) -> ModelFrame:
     """K-12 rows (student, high-school year, week) with ``target`` over 1 or 2 school years.
 
@@ -218,7 +230,7 @@ def k12_frame(
         WHERE l.{quote_ident(target)} IS NOT NULL
           AND f.grade_level BETWEEN {K12_GRADES[0]} AND {K12_GRADES[1]}
           AND (o.outcome_date IS NULL OR o.outcome_date >= f.week_end)
-          {_weeks_sql(weeks)} {until}
+          {_weeks_sql(weeks)} {until} {_share_sql(person_share)}
         ORDER BY f.person_id, f.school_year, f.week
     """  # noqa: S608 - identifiers come from edsight.schema and validated targets
     params = {} if train_until is None else {"until": train_until}
@@ -234,13 +246,27 @@ def model_frame(
     horizon: int,
     weeks: Sequence[int] | None,
     train_until: date | None = None,
+    max_rows: int | None = None,
 ) -> ModelFrame:
-    """The frame of ``kind`` for ``target``; raises when it is empty."""
+    """The frame of ``kind`` for ``target``; raises when it is empty.
+
+    With ``max_rows``, a share of whole students is read when the feature table holds more
+    rows than that (with 20 % headroom, so the caller can trim exactly): training at state
+    scale never pulls the whole table into memory.
+    """
     check_target(kind, target)
+    share = None
+    if max_rows is not None:
+        available = scalar(
+            con,
+            f"SELECT count(*) FROM {quote_ident(FEATURE_TABLE[kind])} f WHERE true {_weeks_sql(weeks)}",  # noqa: S608
+        )
+        if available and available > max_rows:
+            share = min(1.0, 1.2 * max_rows / float(available))
     if kind == "lms":
-        mf = lms_frame(con, target, horizon=horizon, weeks=weeks, train_until=train_until)
+        mf = lms_frame(con, target, horizon=horizon, weeks=weeks, train_until=train_until, person_share=share)
     else:
-        mf = k12_frame(con, target, weeks=weeks, train_until=train_until)
+        mf = k12_frame(con, target, weeks=weeks, train_until=train_until, person_share=share)
     if mf.frame.empty:
         where = "" if train_until is None else f" by {train_until.isoformat()}"
         raise InvalidInput(ERR_NO_ROWS.format(kind, target, where + f" at weeks {list(weeks or [])}"))

@@ -169,7 +169,9 @@ def train_model(
     chosen_weeks = check_weeks(weeks, k)
     started = time.perf_counter()
     with warehouse.connect(read_only=True) as con:
-        mf = model_frame(con, k, target, horizon=horizon, weeks=chosen_weeks, train_until=until)
+        mf = model_frame(
+            con, k, target, horizon=horizon, weeks=chosen_weeks, train_until=until, max_rows=max_rows
+        )
     rows = _cap_rows(mf.frame, max_rows, seed)
     model = _fit(mf, rows, learner=learner, calibration=calibration, seed=seed, n_jobs=n_jobs)
     y = rows["y"].to_numpy(np.int64)
