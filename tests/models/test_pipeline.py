@@ -269,3 +269,22 @@ def test_training_rows_are_capped_by_whole_students(canvas: Warehouse) -> None:
     metrics = record.metadata["metrics"]
     assert metrics["n_available"] > 1500
     assert 0 < metrics["n_train"] <= 1500
+
+
+def test_scoring_in_student_shares_gives_the_same_probabilities(
+    canvas: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edsight.models import _pipeline_score
+
+    train_model(canvas, kind="lms", target="will_dropout", name="t-shares")
+    whole = score(canvas, as_of=AS_OF, kind="lms", models=["t-shares"])
+    one = _risk_rows(canvas)
+    one = one[one["model_id"] == "t-shares:1"].sort_values(["person_id", "section_id"]).reset_index(drop=True)
+    monkeypatch.setattr(_pipeline_score, "SCORE_BATCH_FEATURE_ROWS", 500)  # many shares
+    assert score(canvas, as_of=AS_OF, kind="lms", models=["t-shares"]) == whole
+    many = _risk_rows(canvas)
+    many = (
+        many[many["model_id"] == "t-shares:1"].sort_values(["person_id", "section_id"]).reset_index(drop=True)
+    )
+    pd.testing.assert_series_equal(one["probability"], many["probability"])
+    assert (one["person_id"] == many["person_id"]).all()

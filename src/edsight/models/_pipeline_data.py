@@ -281,8 +281,13 @@ def _dates(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def scoring_frame(con: duckdb.DuckDBPyConnection, kind: Kind, as_of: date) -> pd.DataFrame:
+def scoring_frame(
+    con: duckdb.DuckDBPyConnection, kind: Kind, as_of: date, *, part: int = 0, parts: int = 1
+) -> pd.DataFrame:
     """Feature rows to score at ``as_of``: each student's last complete week by ``as_of``.
+
+    ``parts`` > 1 reads one of that many disjoint shares of the students (by a hash of the id),
+    so a state-sized batch is scored in bounded memory.
 
     ``is_current`` marks the rows to score; the up to :data:`HISTORY_WEEKS` weeks before come
     along for reason texts that compare with the recent past.
@@ -309,6 +314,7 @@ def scoring_frame(con: duckdb.DuckDBPyConnection, kind: Kind, as_of: date) -> pd
             JOIN live ON live.section_id = f.section_id
                      AND f.week BETWEEN live.week - {HISTORY_WEEKS} AND live.week
             JOIN section s ON s.section_id = f.section_id
+            WHERE hash(f.person_id) % $parts = $part
             ORDER BY f.person_id, f.section_id, f.week
         """  # noqa: S608
     else:
@@ -334,6 +340,7 @@ def scoring_frame(con: duckdb.DuckDBPyConnection, kind: Kind, as_of: date) -> pd
                   AND e.entry_date < last.week_end
                   AND (e.exit_date IS NULL OR e.exit_date >= last.week_end - INTERVAL 1 DAY)
               )
+              AND hash(f.person_id) % $parts = $part
             ORDER BY f.person_id, f.week
         """  # noqa: S608
-    return con.sql(sql, params={"as_of": as_of}).df()
+    return con.sql(sql, params={"as_of": as_of, "part": part, "parts": parts}).df()

@@ -144,51 +144,67 @@ def _refresh_latest(con: Any) -> None:
     )
 
 
-def write_scores(con: Any, rows: pd.DataFrame, as_of: date, model_ids: Sequence[str]) -> int:
-    """Replace the rows of ``as_of`` and ``model_ids`` in ``risk_score`` by ``rows``, in one transaction."""
+SCORE_BATCH_FEATURE_ROWS = 8_000_000
+
+
+def _parts(con: Any, kind: Kind) -> int:
+    """How many student shares to score one after the other (memory stays bounded)."""
+    table = "weekly_features_lms" if kind == "lms" else "weekly_features_k12"
+    rows = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]  # noqa: S608 - a constant
+    return max(1, -(-int(rows) // SCORE_BATCH_FEATURE_ROWS))
+
+
+def write_scores(con: Any, rows: pd.DataFrame) -> None:
+    """Insert score rows into ``risk_score`` (inside the caller's transaction)."""
     decl = CANONICAL["risk_score"]
-    con.execute(decl.ddl())
     con.register("_pipeline_scores", rows[list(decl.column_names)])
-    con.execute("BEGIN")
     try:
-        con.execute(
-            "DELETE FROM risk_score WHERE as_of = ? AND list_contains(?, model_id)", [as_of, list(model_ids)]
-        )
         con.execute(
             "INSERT INTO risk_score SELECT person_id, section_id, CAST(as_of AS DATE), target, probability, "
             "model_id, reasons FROM _pipeline_scores"
         )
-        _refresh_latest(con)
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     finally:
         con.unregister("_pipeline_scores")
-    return len(rows)
 
 
 def score_models(warehouse: Warehouse, *, kind: Kind, as_of: date, models: Sequence[str] | None) -> int:
-    """Score ``kind`` at ``as_of`` with ``models`` (default: latest of each trained for ``kind``)."""
+    """Score ``kind`` at ``as_of`` with ``models`` (default: latest of each trained for ``kind``).
+
+    The rows of ``as_of`` and these models are replaced in one transaction (re-scoring gives the
+    same table), student share by student share when the feature table is state-sized.
+    """
     started = time.perf_counter()
     loaded = _resolve(warehouse.settings.home, kind, models)
+    ids = [model_id(r) for _, r in loaded]
+    written = 0
     with warehouse.connect() as con:
-        frame = scoring_frame(con, kind, as_of)
-        current = frame[frame["is_current"].astype(bool)].reset_index(drop=True)
-        read = time.perf_counter()
-        parts = [_scores(model, record, current, frame, as_of) for model, record in loaded]
-        rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-        predicted = time.perf_counter()
-        written = write_scores(con, rows, as_of, [model_id(r) for _, r in loaded]) if len(rows) else 0
-    if not len(current):
+        con.execute(CANONICAL["risk_score"].ddl())
+        parts = _parts(con, kind)
+        con.execute("BEGIN")
+        try:
+            con.execute("DELETE FROM risk_score WHERE as_of = ? AND list_contains(?, model_id)", [as_of, ids])
+            for part in range(parts):
+                frame = scoring_frame(con, kind, as_of, part=part, parts=parts)
+                current = frame[frame["is_current"].astype(bool)].reset_index(drop=True)
+                for model, record in loaded:
+                    if len(current):
+                        rows = _scores(model, record, current, frame, as_of)
+                        write_scores(con, rows)
+                        written += len(rows)
+                del frame, current
+            _refresh_latest(con)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    if not written:
         log.warning("no %s feature week ended by %s in a running term or year: nothing scored", kind, as_of)
     log.info(
-        "scored %d rows (%d models) at %s: read %.2fs, predict+explain %.2fs, write %.2fs",
+        "scored %d rows (%d models, %d student shares) at %s in %.2fs",
         written,
         len(loaded),
+        parts,
         as_of,
-        read - started,
-        predicted - read,
-        time.perf_counter() - predicted,
+        time.perf_counter() - started,
     )
     return written
