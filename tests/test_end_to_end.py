@@ -5,15 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pyotp
 import pytest
+from fastapi.testclient import TestClient
 from rich.console import Console
 
-from edsight.config import Settings
-from edsight.demo import run_demo
+from edsight.config import Settings, load_settings
+from edsight.demo import demo_accounts_table, run_demo
 from edsight.schema import CANONICAL
 from edsight.store.warehouse import Warehouse
 from edsight.synth.canvas import write_canvas
 from edsight.synth.district import write_district
+from edsight.web.app import create_app
 
 
 def test_canvas_files_load_into_the_canonical_model(tmp_path: Path) -> None:
@@ -76,7 +79,10 @@ def test_district_files_load_whole(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_the_demo_runs_end_to_end(tmp_path: Path) -> None:
-    overview = run_demo(tmp_path / "home", console=Console(file=open("/dev/null", "w")))  # noqa: SIM115
+    """`make demo` without serving: data, features, models trained and scored, alerts, logins that work."""
+    out = tmp_path / "out.txt"
+    with out.open("w") as fh:
+        overview = run_demo(tmp_path / "home", console=Console(file=fh, width=200))
     district = overview["district"]
     lms = overview["lms"]
     assert isinstance(district, dict)
@@ -92,3 +98,45 @@ def test_the_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert isinstance(early, dict)
     assert early["rows"] > 3000  # Canvas student-courses only, not K-12 roster sections
     assert early["baseline_auc"] + 0.05 < early["auc"] < 0.95
+    printed = out.read_text()
+    scores = overview["scores"]
+    assert isinstance(scores, dict)
+    assert scores["lms"] > 0
+    assert scores["k12"] > 0
+    assert isinstance(overview["alerts"], int)
+    assert overview["alerts"] > 0
+    accounts = overview["accounts"]
+    assert isinstance(accounts, list)
+    assert {a.role for a in accounts} == {
+        "teacher",
+        "counselor",
+        "principal",
+        "district_admin",
+        "state_analyst",
+        "researcher",
+        "parent",
+    }
+    for a in accounts:  # the printed table carries every login
+        assert a.username in printed
+        assert a.password in printed
+        assert a.totp_secret is None or a.totp_secret in printed
+    with (tmp_path / "hidden.txt").open("w") as fh:
+        Console(file=fh, width=200).print(demo_accounts_table(accounts, show_secrets=False))
+    assert all(a.password not in (tmp_path / "hidden.txt").read_text() for a in accounts)
+    # The printed credentials log in, and the counselor's inbox holds alerts addressed to it.
+    counselor = next(a for a in accounts if a.role == "counselor")
+    app = create_app(load_settings(tmp_path / "home"), warm_statistics=False)
+    client = TestClient(app, base_url="http://127.0.0.1")
+    token = client.post(
+        "/api/v1/session",
+        json={
+            "username": counselor.username,
+            "password": counselor.password,
+            "totp": pyotp.TOTP(counselor.totp_secret).now(),
+        },
+    ).json()["token"]
+    inbox = client.get("/api/v1/alerts?limit=500", headers={"Authorization": f"Bearer {token}"}).json()
+    assert inbox["total"] > 0
+    page = client.get("/alerts", headers={"Authorization": f"Bearer {token}"}).text
+    assert "Acknowledge" in page
+    app.state.edsight.queries.reader.close()
