@@ -172,14 +172,21 @@ def summary(home: HomeOption = None, as_json: JsonOption = False) -> None:
 def lake_export(
     home: HomeOption = None,
     out: Annotated[Path | None, typer.Option("--out", help="Folder (default: HOME/lake).")] = None,
+    partitioned: Annotated[
+        bool,
+        typer.Option(
+            "--partitioned/--flat",
+            help="Hive-partition tables by school_year/school_id (for Spark); lake import reads flat only.",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Write every non-empty canonical table to OUT/<table>.parquet."""
+    """Write every non-empty canonical table to OUT/<table>.parquet (or partitioned folders)."""
     from edsight.store.lake import export_lake
 
     warehouse = open_warehouse(home)
     target = out or warehouse.settings.lake_path
-    counts = export_lake(warehouse, target)
+    counts = export_lake(warehouse, target, partitioned=partitioned)
     print_counts(counts, target, as_json)
 
 

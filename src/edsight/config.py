@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,6 +30,16 @@ class Settings(BaseSettings):
     duckdb_memory_limit: str = Field(
         default="4GB",
         description="DuckDB memory limit; past it DuckDB spills to HOME/tmp (keeps loads bounded).",
+    )
+    # -- engine (docs/scaling.md) ------------------------------------------------------------
+    engine: Literal["duckdb", "spark"] = Field(
+        default="duckdb",
+        description="Query engine of features, labels, aggregates and scoring: duckdb (in-process) "
+        "or spark (reads the Parquet lake).",
+    )
+    spark_master: str | None = Field(
+        default=None,
+        description="Spark master URL for engine=spark, e.g. spark://host:7077 (default: local[*]).",
     )
     # -- governance (identity, sessions, audit, suppression) -------------------------------
     session_idle_timeout_s: int = Field(

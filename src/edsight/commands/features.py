@@ -25,6 +25,10 @@ def build(
     ] = None,
     horizon: Annotated[int, typer.Option("--horizon", min=1, max=12, help="Label horizon in weeks.")] = 4,
     labels: Annotated[bool, typer.Option("--labels/--no-labels", help="Also build the labels.")] = True,
+    engine: Annotated[
+        str | None,
+        typer.Option("--engine", help="duckdb (default) or spark (reads HOME/lake; EDSIGHT_SPARK_MASTER)."),
+    ] = None,
     home: HomeOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print row counts as JSON.")] = False,
 ) -> None:
@@ -40,9 +44,22 @@ def build(
     kinds: tuple[Literal["lms", "k12"], ...] = tuple(k for k in ("lms", "k12") if k in chosen)
     warehouse = open_warehouse(home)
     with progress("Building weekly features", as_json):
-        rows = store_features(warehouse, kinds=kinds, as_of=as_of.date() if as_of else None)
-        if labels:
-            rows.update(store_labels(warehouse, kinds=kinds, horizon=horizon))
+        from edsight.commands.engine import build_features_with_engine, resolve_engine
+
+        engine_name = resolve_engine(warehouse.settings, engine)
+        if engine_name != "duckdb":
+            rows = build_features_with_engine(
+                warehouse.settings,
+                engine_name,
+                kinds=kinds,
+                as_of=as_of.date() if as_of else None,
+                labels=labels,
+                horizon=horizon,
+            )
+        else:
+            rows = store_features(warehouse, kinds=kinds, as_of=as_of.date() if as_of else None)
+            if labels:
+                rows.update(store_labels(warehouse, kinds=kinds, horizon=horizon))
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
