@@ -22,9 +22,7 @@ from itertools import pairwise
 import numpy as np
 import scipy.linalg as sla
 
-from edsight.stats._mixed_pls import Estimates, ReBlock, theta_to_factors
-
-_LOG2PI = float(np.log(2.0 * np.pi))
+from edsight.stats._mixed_pls import ProfiledCriterion, ReBlock, theta_to_factors
 
 
 def nested_parents(blocks: list[ReBlock]) -> list[np.ndarray] | None:
@@ -59,7 +57,7 @@ class NestedFactorization:
     lxy: np.ndarray  # (p+1, p+1) Cholesky factor of the fixed-effect part
 
 
-class NestedPls:
+class NestedPls(ProfiledCriterion):
     """Sufficient statistics of a nested design and the profiled criterion over theta.
 
     Internally the levels of every term are renumbered so that the children of each
@@ -175,34 +173,6 @@ class NestedPls:
         except np.linalg.LinAlgError:
             return float("inf")
         return value if np.isfinite(value) else float("inf")
-
-    def criterion(self, f: NestedFactorization) -> float:
-        """The criterion for a factorisation already computed."""
-        logdet_l, logdet_rx, r2 = self.deviance_parts(f)
-        if self.reml:
-            dof = self.n - self.p
-            return logdet_l + logdet_rx + dof * (1.0 + _LOG2PI + np.log(r2 / dof))
-        return logdet_l + self.n * (1.0 + _LOG2PI + np.log(r2 / self.n))
-
-    def sigma2(self, f: NestedFactorization) -> float:
-        """Residual variance estimate at this factorisation."""
-        r2 = self.deviance_parts(f)[2]
-        return r2 / (self.n - self.p if self.reml else self.n)
-
-    def estimates(self, theta: np.ndarray) -> Estimates:
-        """Everything the fitted model reports, at the optimum theta."""
-        f = self.factorize(theta)
-        sigma2 = self.sigma2(f)
-        beta, b_list, xtx_inv = self.solve(f)
-        return Estimates(
-            criterion=self.criterion(f),
-            sigma2=sigma2,
-            beta=beta,
-            beta_cov=sigma2 * xtx_inv,
-            ranef=b_list,
-            cond_var=self.cond_var(f, sigma2),
-            factors=f.factors,
-        )
 
     def solve(self, f: NestedFactorization) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
         """beta, the random effects b per term as (levels, q) arrays, and inv(R_X'R_X)."""

@@ -11,6 +11,7 @@ evaluation of the profiled deviance costs nothing in the number of observations.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.linalg as sla
@@ -101,7 +102,57 @@ class Estimates:
     factors: list[np.ndarray]  # per term, T_k
 
 
-class PlsProblem:
+class ProfiledCriterion:
+    """What both solvers derive the same way from their factorisation: the profiled REML/ML
+    criterion, the residual variance and the reported estimates."""
+
+    n: int
+    p: int
+    reml: bool
+
+    # Each solver's own: the factorisation and what is read from it.
+    def factorize(self, theta: np.ndarray) -> Any:
+        raise NotImplementedError
+
+    def deviance_parts(self, f: Any) -> tuple[float, float, float]:
+        raise NotImplementedError
+
+    def solve(self, f: Any) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+        raise NotImplementedError
+
+    def cond_var(self, f: Any, sigma2: float) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def criterion(self, f: Any) -> float:
+        """The criterion for a factorisation already computed."""
+        logdet_l, logdet_rx, r2 = self.deviance_parts(f)
+        if self.reml:
+            dof = self.n - self.p
+            return logdet_l + logdet_rx + dof * (1.0 + _LOG2PI + np.log(r2 / dof))
+        return logdet_l + self.n * (1.0 + _LOG2PI + np.log(r2 / self.n))
+
+    def sigma2(self, f: Any) -> float:
+        """Residual variance estimate at this factorisation."""
+        r2 = self.deviance_parts(f)[2]
+        return r2 / (self.n - self.p if self.reml else self.n)
+
+    def estimates(self, theta: np.ndarray) -> Estimates:
+        """Everything the fitted model reports, at the optimum theta."""
+        f = self.factorize(theta)
+        sigma2 = self.sigma2(f)
+        beta, b_list, xtx_inv = self.solve(f)
+        return Estimates(
+            criterion=self.criterion(f),
+            sigma2=sigma2,
+            beta=beta,
+            beta_cov=sigma2 * xtx_inv,
+            ranef=b_list,
+            cond_var=self.cond_var(f, sigma2),
+            factors=f.factors,
+        )
+
+
+class PlsProblem(ProfiledCriterion):
     """Cross-products of Z, X and y, and the profiled deviance as a function of theta."""
 
     def __init__(self, blocks: list[ReBlock], x: np.ndarray, y: np.ndarray, *, reml: bool) -> None:
@@ -223,34 +274,6 @@ class PlsProblem:
         except (np.linalg.LinAlgError, sla.LinAlgError):
             return float("inf")
         return self.criterion(f)
-
-    def criterion(self, f: Factorization) -> float:
-        """The criterion for a factorisation already computed."""
-        logdet_l, logdet_rx, r2 = self.deviance_parts(f)
-        if self.reml:
-            dof = self.n - self.p
-            return logdet_l + logdet_rx + dof * (1.0 + _LOG2PI + np.log(r2 / dof))
-        return logdet_l + self.n * (1.0 + _LOG2PI + np.log(r2 / self.n))
-
-    def sigma2(self, f: Factorization) -> float:
-        """Residual variance estimate at this factorisation."""
-        r2 = self.deviance_parts(f)[2]
-        return r2 / (self.n - self.p if self.reml else self.n)
-
-    def estimates(self, theta: np.ndarray) -> Estimates:
-        """Everything the fitted model reports, at the optimum theta."""
-        f = self.factorize(theta)
-        sigma2 = self.sigma2(f)
-        beta, b_list, xtx_inv = self.solve(f)
-        return Estimates(
-            criterion=self.criterion(f),
-            sigma2=sigma2,
-            beta=beta,
-            beta_cov=sigma2 * xtx_inv,
-            ranef=b_list,
-            cond_var=self.cond_var(f, sigma2),
-            factors=f.factors,
-        )
 
     def lz1_matrix(self, f: Factorization) -> sp.csr_matrix:
         """The off-diagonal factor rows of the other terms as one sparse (mz, l1*q1) matrix."""
