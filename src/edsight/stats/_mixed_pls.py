@@ -10,6 +10,7 @@ evaluation of the profiled deviance costs nothing in the number of observations.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,7 +103,7 @@ class Estimates:
     factors: list[np.ndarray]  # per term, T_k
 
 
-class ProfiledCriterion:
+class ProfiledCriterion(ABC):
     """What both solvers derive the same way from their factorisation: the profiled REML/ML
     criterion, the residual variance and the reported estimates."""
 
@@ -111,17 +112,17 @@ class ProfiledCriterion:
     reml: bool
 
     # Each solver's own: the factorisation and what is read from it.
-    def factorize(self, theta: np.ndarray) -> Any:
-        raise NotImplementedError
+    @abstractmethod
+    def factorize(self, theta: np.ndarray) -> Any: ...
 
-    def deviance_parts(self, f: Any) -> tuple[float, float, float]:
-        raise NotImplementedError
+    @abstractmethod
+    def deviance_parts(self, f: Any) -> tuple[float, float, float]: ...
 
-    def solve(self, f: Any) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
-        raise NotImplementedError
+    @abstractmethod
+    def solve(self, f: Any) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]: ...
 
-    def cond_var(self, f: Any, sigma2: float) -> list[np.ndarray]:
-        raise NotImplementedError
+    @abstractmethod
+    def cond_var(self, f: Any, sigma2: float) -> list[np.ndarray]: ...
 
     def criterion(self, f: Any) -> float:
         """The criterion for a factorisation already computed."""
