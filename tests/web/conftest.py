@@ -7,7 +7,6 @@ each role sees exactly the rows its scope allows.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -18,9 +17,9 @@ from pathlib import Path
 import duckdb
 import pyotp
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from tests.web.live_server import LiveServer
 
 from edsight.config import Settings
 from edsight.features.weekly import store_features
@@ -156,34 +155,7 @@ def artifacts() -> Path:
     return ARTIFACTS
 
 
-class LiveApp:
-    """uvicorn serving an app on a free loopback port, in a daemon thread."""
-
-    def __init__(self, app: FastAPI) -> None:
-        self._sock = socket.socket()
-        self._sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
-        )
-
-    def __enter__(self) -> LiveApp:
-        self._thread.start()
-        deadline = time.monotonic() + 20
-        while not self._server.started:
-            assert self._thread.is_alive(), "server thread died"
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.should_exit = True
-        self._thread.join(10)
-        self._sock.close()
-
-
 @pytest.fixture(scope="session")
-def live(world: WebWorld) -> Iterator[LiveApp]:
-    with LiveApp(world.app) as server:
+def live(world: WebWorld) -> Iterator[LiveServer]:
+    with LiveServer(world.app) as server:
         yield server

@@ -9,8 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.web.live_server import LiveServer
 
-from .conftest import LiveApp, WebWorld
+from .conftest import WebWorld
 
 CHROMIUM = Path(os.environ.get("EDSIGHT_CHROMIUM", "/usr/bin/chromium"))
 ARGS = [
@@ -39,7 +40,7 @@ def browser() -> Iterator[object]:
         b.close()
 
 
-def _login(browser: object, live: LiveApp, world: WebWorld, role: str) -> object:
+def _login(browser: object, live: LiveServer, world: WebWorld, role: str) -> object:
     context = browser.new_context()  # type: ignore[attr-defined]
     page = context.new_page()
     external: list[str] = []
@@ -63,7 +64,7 @@ def _login(browser: object, live: LiveApp, world: WebWorld, role: str) -> object
     "role", ["teacher", "counselor", "principal", "district_admin", "state_analyst", "parent"]
 )
 def test_role_logs_in_and_navigates(
-    browser: object, live: LiveApp, world: WebWorld, artifacts: Path, role: str
+    browser: object, live: LiveServer, world: WebWorld, artifacts: Path, role: str
 ) -> None:
     page = _login(browser, live, world, role)
     page.screenshot(path=str(artifacts / f"{role}-home.png"), full_page=True)  # type: ignore[attr-defined]
@@ -83,7 +84,7 @@ def test_role_logs_in_and_navigates(
 
 
 def test_charts_render_and_out_of_scope_is_refused(
-    browser: object, live: LiveApp, world: WebWorld, artifacts: Path
+    browser: object, live: LiveServer, world: WebWorld, artifacts: Path
 ) -> None:
     page = _login(browser, live, world, "principal")
     page.goto(f"{live.url}/schools/{world.targets['school']}")  # type: ignore[attr-defined]
@@ -107,7 +108,7 @@ def test_charts_render_and_out_of_scope_is_refused(
 
 
 def test_student_profile_growth_curve(
-    browser: object, live: LiveApp, world: WebWorld, artifacts: Path
+    browser: object, live: LiveServer, world: WebWorld, artifacts: Path
 ) -> None:
     page = _login(browser, live, world, "parent")
     assert page.url.endswith(f"/students/{world.targets['child']}")  # type: ignore[attr-defined]

@@ -8,7 +8,6 @@ import base64
 import json
 import logging
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,8 +18,7 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-import uvicorn
-from fastapi import FastAPI
+from tests.web.live_server import LiveServer
 
 from edsight.config import Settings
 from edsight.ingest._events_spool import split_lines
@@ -33,33 +31,6 @@ SECRET = "edsight-test-secret-" + "k" * 48
 MAX_BYTES = 64 * 1024
 MAX_STRING = 4096
 NOT_ENABLED = "live events are not enabled on this server"
-
-
-class LiveServer:
-    """uvicorn serving ``app`` on a free loopback port, in a daemon thread."""
-
-    def __init__(self, app: FastAPI) -> None:
-        self._sock = socket.socket()
-        self._sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
-        )
-
-    def __enter__(self) -> LiveServer:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            assert self._thread.is_alive(), "server thread died"
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.should_exit = True
-        self._thread.join(10)
-        self._sock.close()
 
 
 @contextmanager
