@@ -296,14 +296,29 @@ def value_added_section(vam_frame: pd.DataFrame | None, scope: Scope, min_n: int
         {
             "school": [scope.schools.get(str(s), str(s)) for s in pub["school_id"]],
             "subject": pub["subject"].astype(str),
-            "students": [fmt_count(v) for v in pub["n"]],
-            "effect": [fmt_value(v) for v in pub["effect"]],
-            "95% interval": [fmt_interval(a, b) for a, b in zip(pub["lower"], pub["upper"], strict=True)],
-            "reliability": [fmt_value(v) for v in pub["reliability"]],
+            **_estimate_columns(pub),
         }
     )
     section.tables.append(PublishedTable("School value-added", table, ("students",)))
     labels = [f"{a}, {b}" for a, b in zip(table["school"], table["subject"], strict=True)]
+    _interval_chart(section, labels, pub, "School value-added (95% interval)")
+    if scope.kind == "school":
+        _teacher_table(section, tables["teacher"], scope, min_n)
+    return section
+
+
+def _estimate_columns(pub: pd.DataFrame) -> dict[str, list[str]]:
+    """The formatted n, estimate, interval and reliability of published value-added rows."""
+    return {
+        "students": [fmt_count(v) for v in pub["n"]],
+        "effect": [fmt_value(v) for v in pub["effect"]],
+        "95% interval": [fmt_interval(a, b) for a, b in zip(pub["lower"], pub["upper"], strict=True)],
+        "reliability": [fmt_value(v) for v in pub["reliability"]],
+    }
+
+
+def _interval_chart(section: Section, labels: list[str], pub: pd.DataFrame, title: str) -> None:
+    """Estimates with their intervals, when any estimate survived suppression."""
     if np.isfinite(numeric(pub["effect"])).any():
         section.charts.append(
             _chart(
@@ -312,14 +327,11 @@ def value_added_section(vam_frame: pd.DataFrame | None, scope: Scope, min_n: int
                     numeric(pub["effect"]),
                     numeric(pub["lower"]),
                     numeric(pub["upper"]),
-                    "School value-added (95% interval)",
+                    title,
                     "student standard deviations",
                 )
             )
         )
-    if scope.kind == "school":
-        _teacher_table(section, tables["teacher"], scope, min_n)
-    return section
 
 
 def _teacher_table(section: Section, teachers: pd.DataFrame, scope: Scope, min_n: int) -> None:
@@ -338,10 +350,7 @@ def _teacher_table(section: Section, teachers: pd.DataFrame, scope: Scope, min_n
         {
             "subject": pub["subject"].astype(str),
             "teacher": pub["teacher"],
-            "students": [fmt_count(v) for v in pub["n"]],
-            "effect": [fmt_value(v) for v in pub["effect"]],
-            "95% interval": [fmt_interval(a, b) for a, b in zip(pub["lower"], pub["upper"], strict=True)],
-            "reliability": [fmt_value(v) for v in pub["reliability"]],
+            **_estimate_columns(pub),
         }
     )
     section.tables.append(
@@ -353,19 +362,7 @@ def _teacher_table(section: Section, teachers: pd.DataFrame, scope: Scope, min_n
         )
     )
     labels = [f"{a}, {b}" for a, b in zip(table["subject"], table["teacher"], strict=True)]
-    if np.isfinite(numeric(pub["effect"])).any():
-        section.charts.append(
-            _chart(
-                charts.estimate_intervals(
-                    labels,
-                    numeric(pub["effect"]),
-                    numeric(pub["lower"]),
-                    numeric(pub["upper"]),
-                    "Teacher value-added (95% interval)",
-                    "student standard deviations",
-                )
-            )
-        )
+    _interval_chart(section, labels, pub, "Teacher value-added (95% interval)")
 
 
 # -- trends ----------------------------------------------------------------------------------
