@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -163,6 +162,7 @@ class _Context:
     config: OpsConfig
     today: date
     channels: dict[str, Channel]
+    kinds: list[str] | None = None  # kinds with data, found once the ingest step has run
 
 
 def _step_ingest(ctx: _Context) -> dict[str, Any]:
@@ -185,10 +185,22 @@ def _step_ingest(ctx: _Context) -> dict[str, Any]:
     return {"batches": loaded}
 
 
+_KIND_TABLE = {"lms": "assignment", "k12": "attendance"}
+
+
 def _kinds_with_data(ctx: _Context) -> list[str]:
-    needs = {"lms": "assignment", "k12": "attendance"}
-    counts = ctx.warehouse.counts()
-    return [k for k in ctx.config.kinds if counts.get(needs.get(k, ""), 0) > 0]
+    """The configured kinds whose source table holds rows (asked once per run, after ingest)."""
+    if ctx.kinds is None:
+        with ctx.warehouse.connect(read_only=True) as con:
+            ctx.kinds = [
+                k
+                for k in ctx.config.kinds
+                if k in _KIND_TABLE
+                and con.execute(
+                    "SELECT count(*) FROM (SELECT 1 FROM query_table($t) LIMIT 1)", {"t": _KIND_TABLE[k]}
+                ).fetchall()[0][0]
+            ]
+    return ctx.kinds
 
 
 def _step_features(ctx: _Context) -> dict[str, Any]:
@@ -201,16 +213,6 @@ def _step_features(ctx: _Context) -> dict[str, Any]:
     written = store_features(ctx.warehouse, kinds=kinds, as_of=ctx.today)  # type: ignore[arg-type]
     written.update(store_labels(ctx.warehouse, kinds=kinds))  # type: ignore[arg-type]
     return {"rows": written}
-
-
-def _latest_training(ctx: _Context, name: str) -> date | None:
-    from edsight.models.registry import list_models
-
-    models = list_models(ctx.settings.home)
-    if models.empty or name not in set(models["name"]):
-        return None
-    created = pd.to_datetime(models.loc[models["name"] == name, "created_at"]).max()
-    return created.date() if pd.notna(created) else None
 
 
 def _step_retrain(ctx: _Context) -> dict[str, Any]:
