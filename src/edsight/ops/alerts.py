@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from edsight.errors import InvalidInput
 from edsight.ops.delivery import Notification
 from edsight.schema import CANONICAL
+from edsight.sql import has_rows
 
 __all__ = [
     "ALERT_RULES",
@@ -192,24 +193,12 @@ def _feature_candidates(con: duckdb.DuckDBPyConnection, as_of: date, policy: Ale
     return pd.concat(parts, ignore_index=True)
 
 
-def _has_rows(con: duckdb.DuckDBPyConnection, table: str) -> bool:
-    found = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
-    ).fetchall()
-    if not found[0][0]:
-        return False
-    rows = con.execute(
-        "SELECT count(*) FROM (SELECT 1 FROM query_table($table) LIMIT 1)", {"table": table}
-    ).fetchall()
-    return bool(rows[0][0])
-
-
 def evaluate_rules(con: duckdb.DuckDBPyConnection, as_of: date, policy: AlertPolicy) -> pd.DataFrame:
     """Rule firings as of a date: person_id, section_id, rule, target, value, previous."""
     frames = []
-    if _has_rows(con, "risk_score"):
+    if has_rows(con, "risk_score"):
         frames.append(_risk_candidates(con, as_of, policy))
-    if _has_rows(con, "weekly_features_lms") or _has_rows(con, "weekly_features_k12"):
+    if has_rows(con, "weekly_features_lms") or has_rows(con, "weekly_features_k12"):
         frames.append(_feature_candidates(con, as_of, policy))
     columns = ["person_id", "section_id", "rule", "target", "value", "previous"]
     if not frames:

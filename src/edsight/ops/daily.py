@@ -34,6 +34,7 @@ from edsight.config import Settings
 from edsight.errors import EdsightError, InvalidInput
 from edsight.ops.alerts import AlertPolicy, WarehouseDirectory, alert_notifications, raise_alerts
 from edsight.ops.delivery import Channel, Dispatcher, EmailChannel, SmtpConfig, WebhookChannel, WebhookConfig
+from edsight.sql import has_rows
 from edsight.store.warehouse import Warehouse
 
 __all__ = ["STEPS", "OpsConfig", "RunReport", "StepFailed", "load_ops_config", "run_daily"]
@@ -192,14 +193,7 @@ def _kinds_with_data(ctx: _Context) -> list[str]:
     """The configured kinds whose source table holds rows (asked once per run, after ingest)."""
     if ctx.kinds is None:
         with ctx.warehouse.connect(read_only=True) as con:
-            ctx.kinds = [
-                k
-                for k in ctx.config.kinds
-                if k in _KIND_TABLE
-                and con.execute(
-                    "SELECT count(*) FROM (SELECT 1 FROM query_table($t) LIMIT 1)", {"t": _KIND_TABLE[k]}
-                ).fetchall()[0][0]
-            ]
+            ctx.kinds = [k for k in ctx.config.kinds if k in _KIND_TABLE and has_rows(con, _KIND_TABLE[k])]
     return ctx.kinds
 
 
